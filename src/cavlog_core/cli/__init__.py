@@ -1,0 +1,61 @@
+"""``cavlog`` command line: one module per subcommand, each with ``add_parser`` and ``run``.
+
+Expected failures (:class:`~cavlog_core.errors.CavlogError`) print one line to stderr and exit 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from ..errors import CavlogError
+
+# Order shown in ``cavlog --help``.
+SUBCOMMANDS = (
+    "synth",
+    "inspect",
+    "train",
+    "finetune",
+    "predict",
+    "evaluate",
+    "methods",
+    "benchmark",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cavlog",
+        description="Unsupervised brain-lesion segmentation in FLAIR MRI (constrained Grad-CAM VAE).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"cavlog: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cavlog`` console script; returns the exit status."""
+    warnings.showwarning = _one_line_warnings
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CavlogError as err:
+        print(f"cavlog {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cavlog {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

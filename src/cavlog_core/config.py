@@ -1,0 +1,195 @@
+"""Frozen configuration dataclasses: the single source of defaults for the CLI, the GUI and the API.
+
+Defaults follow Silva-Rodríguez, Naranjo & Dolz, "Looking at the whole picture: constrained
+unsupervised anomaly segmentation", BMVC 2021 (p = 0.2, t = 20, λ = 10, batch 32, z = 32, 224²).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import CavlogError
+
+_SLICES_RE = re.compile(r"^(central:\d+|brain)$")
+
+Constraint = Literal["barrier", "l2", "pixel-l1", "none"]
+Recon = Literal["bce", "l2", "ssim"]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise CavlogError(message)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How volumes become model-ready 2D axial slices.
+
+    Parameters
+    ----------
+    resolution : int
+        Side of the square model input; slices are resized preserving aspect and zero-padded.
+    slices : str
+        ``"central:N"`` (the paper's N central axial slices of the brain) or ``"brain"`` (every axial
+        slice whose brain area is at least ``min_brain_fraction`` of the largest one).
+    min_brain_fraction : float
+        Used by ``slices="brain"`` and by inference to skip slices with almost no brain.
+    percentiles : tuple of float
+        Robust intensity normalisation: the brain's ``(low, high)`` percentiles map to 0 and 1.
+    histogram_reference : str or None
+        Optional path of a reference NIfTI for histogram matching after normalisation.
+    min_lesion_fraction : float
+        Evaluation drops scans whose lesion fraction over the selected slices is below this
+        (the paper's 0.1 %).
+    mask_erosion : int
+        Pixels (at model resolution) by which the brain mask is eroded before maps are
+        min-max normalised, so the bright skull-stripping rim does not dominate.
+    """
+
+    resolution: int = 224
+    slices: str = "central:10"
+    min_brain_fraction: float = 0.15
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    histogram_reference: str | None = None
+    min_lesion_fraction: float = 0.001
+    mask_erosion: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.resolution >= 32 and self.resolution % 32 == 0,
+               f"resolution={self.resolution}: must be a multiple of 32, at least 32 (e.g. 64, 128, 224)")
+        _check(bool(_SLICES_RE.match(self.slices)),
+               f"slices={self.slices!r}: expected 'central:N' or 'brain'")
+        lo, hi = self.percentiles
+        _check(0 <= lo < hi <= 100, f"percentiles={self.percentiles}: need 0 <= low < high <= 100")
+        _check(0 <= self.min_brain_fraction < 1,
+               f"min_brain_fraction={self.min_brain_fraction}: must be in [0, 1)")
+        _check(0 <= self.min_lesion_fraction < 1,
+               f"min_lesion_fraction={self.min_lesion_fraction}: must be in [0, 1)")
+        _check(self.mask_erosion >= 0, f"mask_erosion={self.mask_erosion}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of :class:`cavlog_core.ResNetVAE`.
+
+    ``width`` scales every channel count (1.0 = ResNet-18's 64-128-256-512 encoder and the
+    paper's decoder, about 14.5 M parameters); ``cam_stage`` is the encoder stage (1-4) whose
+    activations give the Grad-CAM (the paper: 1, "layer1").
+    """
+
+    resolution: int = 224
+    width: float = 1.0
+    latent_dim: int = 32
+    cam_stage: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.resolution >= 32 and self.resolution % 32 == 0,
+               f"resolution={self.resolution}: must be a multiple of 32, at least 32")
+        _check(0 < self.width <= 4, f"width={self.width}: must be in (0, 4]")
+        _check(self.latent_dim >= 1, f"latent_dim={self.latent_dim}: must be >= 1")
+        _check(self.cam_stage in (1, 2, 3, 4), f"cam_stage={self.cam_stage}: must be 1, 2, 3 or 4")
+        _check(0 <= self.dropout < 1, f"dropout={self.dropout}: must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and loss settings (paper defaults).
+
+    ``iterations`` counts batches; when ``epochs`` is set it wins and iterations are derived from
+    the dataset size. ``warmup_iterations`` batches use the VAE loss only. ``t_growth`` > 1
+    multiplies t by that factor every ``t_every`` iterations after warm-up (optional schedule).
+    """
+
+    method: str = "constrained"
+    iterations: int = 2000
+    epochs: int | None = None
+    warmup_iterations: int = 400
+    batch_size: int = 32
+    lr: float = 1e-4
+    beta: float = 1.0
+    p: float = 0.2
+    t: float = 20.0
+    lam: float = 10.0
+    constraint: Constraint = "barrier"
+    t_growth: float = 1.0
+    t_every: int = 1000
+    recon: Recon = "bce"
+    device: str = "auto"
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.81, 0.10, 0.09)
+    amp: bool = True
+    log_every: int = 10
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        _check(self.iterations >= 1, f"iterations={self.iterations}: must be >= 1")
+        _check(self.epochs is None or self.epochs >= 1, f"epochs={self.epochs}: must be >= 1")
+        _check(self.warmup_iterations >= 0, f"warmup_iterations={self.warmup_iterations}: must be >= 0")
+        _check(self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1")
+        _check(self.lr > 0, f"lr={self.lr}: must be > 0")
+        _check(self.beta >= 0, f"beta={self.beta}: must be >= 0")
+        _check(0 <= self.p < 1, f"p={self.p}: must be in [0, 1)")
+        _check(self.t > 0, f"t={self.t}: must be > 0")
+        _check(self.lam >= 0, f"lam={self.lam}: must be >= 0")
+        _check(self.constraint in ("barrier", "l2", "pixel-l1", "none"),
+               f"constraint={self.constraint!r}: expected barrier, l2, pixel-l1 or none")
+        _check(self.recon in ("bce", "l2", "ssim"), f"recon={self.recon!r}: expected bce, l2 or ssim")
+        _check(self.t_growth >= 1, f"t_growth={self.t_growth}: must be >= 1")
+        fr = self.split_fractions
+        _check(len(fr) == 3 and all(f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
+               f"split_fractions={fr}: need three non-negative fractions summing to 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; stored in every checkpoint."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.preprocess.resolution == self.model.resolution,
+               f"preprocess.resolution={self.preprocess.resolution} differs from "
+               f"model.resolution={self.model.resolution}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`CavlogError`."""
+        def build(kind: type, sub: dict[str, Any]) -> Any:
+            names = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(sub) - names
+            _check(not unknown, f"{kind.__name__}: unknown keys {sorted(unknown)}")
+            fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in sub.items()}
+            return kind(**fixed)
+
+        return cls(
+            preprocess=build(PreprocessConfig, d.get("preprocess", {})),
+            model=build(ModelConfig, d.get("model", {})),
+            train=build(TrainConfig, d.get("train", {})),
+        )
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The built-in synthetic BraTS-like dataset (``cavlog synth``)."""
+
+    subjects: int = 20
+    seed: int = 0
+    shape: tuple[int, int, int] = (240, 240, 155)
+    healthy_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.subjects >= 1, f"subjects={self.subjects}: must be >= 1")
+        _check(len(self.shape) == 3 and all(s >= 16 for s in self.shape),
+               f"shape={self.shape}: need three sizes, each >= 16")
+        _check(0 <= self.healthy_fraction <= 1,
+               f"healthy_fraction={self.healthy_fraction}: must be in [0, 1]")
