@@ -1,5 +1,8 @@
+"""``python -m cavlog_core`` runs the ``cavlog`` command line."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

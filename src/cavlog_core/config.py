@@ -33,7 +33,8 @@ class PreprocessConfig:
     resolution : int
         Side of the square model input; slices are resized preserving aspect and zero-padded.
     slices : str
-        ``"central:N"`` (the paper's N central axial slices of the brain) or ``"brain"`` (every axial
+        ``"central:N"`` (the paper's N central axial slices of the brain) or ``"brain"``
+        (every axial
         slice whose brain area is at least ``min_brain_fraction`` of the largest one).
     min_brain_fraction : float
         Used by ``slices="brain"`` and by inference to skip slices with almost no brain.
@@ -58,16 +59,25 @@ class PreprocessConfig:
     mask_erosion: int = 2
 
     def __post_init__(self) -> None:
-        _check(self.resolution >= 32 and self.resolution % 32 == 0,
-               f"resolution={self.resolution}: must be a multiple of 32, at least 32 (e.g. 64, 128, 224)")
-        _check(bool(_SLICES_RE.match(self.slices)),
-               f"slices={self.slices!r}: expected 'central:N' or 'brain'")
+        _check(
+            self.resolution >= 32 and self.resolution % 32 == 0,
+            f"resolution={self.resolution}: must be a multiple of 32, at least 32 "
+            "(e.g. 64, 128, 224)",
+        )
+        _check(
+            bool(_SLICES_RE.match(self.slices)),
+            f"slices={self.slices!r}: expected 'central:N' or 'brain'",
+        )
         lo, hi = self.percentiles
         _check(0 <= lo < hi <= 100, f"percentiles={self.percentiles}: need 0 <= low < high <= 100")
-        _check(0 <= self.min_brain_fraction < 1,
-               f"min_brain_fraction={self.min_brain_fraction}: must be in [0, 1)")
-        _check(0 <= self.min_lesion_fraction < 1,
-               f"min_lesion_fraction={self.min_lesion_fraction}: must be in [0, 1)")
+        _check(
+            0 <= self.min_brain_fraction < 1,
+            f"min_brain_fraction={self.min_brain_fraction}: must be in [0, 1)",
+        )
+        _check(
+            0 <= self.min_lesion_fraction < 1,
+            f"min_lesion_fraction={self.min_lesion_fraction}: must be in [0, 1)",
+        )
         _check(self.mask_erosion >= 0, f"mask_erosion={self.mask_erosion}: must be >= 0")
 
 
@@ -87,8 +97,10 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.resolution >= 32 and self.resolution % 32 == 0,
-               f"resolution={self.resolution}: must be a multiple of 32, at least 32")
+        _check(
+            self.resolution >= 32 and self.resolution % 32 == 0,
+            f"resolution={self.resolution}: must be a multiple of 32, at least 32",
+        )
         _check(0 < self.width <= 4, f"width={self.width}: must be in (0, 4]")
         _check(self.latent_dim >= 1, f"latent_dim={self.latent_dim}: must be >= 1")
         _check(self.cam_stage in (1, 2, 3, 4), f"cam_stage={self.cam_stage}: must be 1, 2, 3 or 4")
@@ -120,7 +132,7 @@ class TrainConfig:
     recon: Recon = "bce"
     device: str = "auto"
     seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.81, 0.10, 0.09)
+    split_fractions: tuple[float, float, float] = (0.81, 0.095, 0.095)  # 335 -> 271/32/32
     amp: bool = True
     log_every: int = 10
     checkpoint_every: int = 500
@@ -128,20 +140,28 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.iterations >= 1, f"iterations={self.iterations}: must be >= 1")
         _check(self.epochs is None or self.epochs >= 1, f"epochs={self.epochs}: must be >= 1")
-        _check(self.warmup_iterations >= 0, f"warmup_iterations={self.warmup_iterations}: must be >= 0")
+        _check(
+            self.warmup_iterations >= 0, f"warmup_iterations={self.warmup_iterations}: must be >= 0"
+        )
         _check(self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1")
         _check(self.lr > 0, f"lr={self.lr}: must be > 0")
         _check(self.beta >= 0, f"beta={self.beta}: must be >= 0")
         _check(0 <= self.p < 1, f"p={self.p}: must be in [0, 1)")
         _check(self.t > 0, f"t={self.t}: must be > 0")
         _check(self.lam >= 0, f"lam={self.lam}: must be >= 0")
-        _check(self.constraint in ("barrier", "l2", "pixel-l1", "none"),
-               f"constraint={self.constraint!r}: expected barrier, l2, pixel-l1 or none")
-        _check(self.recon in ("bce", "l2", "ssim"), f"recon={self.recon!r}: expected bce, l2 or ssim")
+        _check(
+            self.constraint in ("barrier", "l2", "pixel-l1", "none"),
+            f"constraint={self.constraint!r}: expected barrier, l2, pixel-l1 or none",
+        )
+        _check(
+            self.recon in ("bce", "l2", "ssim"), f"recon={self.recon!r}: expected bce, l2 or ssim"
+        )
         _check(self.t_growth >= 1, f"t_growth={self.t_growth}: must be >= 1")
         fr = self.split_fractions
-        _check(len(fr) == 3 and all(f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
-               f"split_fractions={fr}: need three non-negative fractions summing to 1")
+        _check(
+            len(fr) == 3 and all(f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
+            f"split_fractions={fr}: need three non-negative fractions summing to 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -153,9 +173,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _check(self.preprocess.resolution == self.model.resolution,
-               f"preprocess.resolution={self.preprocess.resolution} differs from "
-               f"model.resolution={self.model.resolution}")
+        _check(
+            self.preprocess.resolution == self.model.resolution,
+            f"preprocess.resolution={self.preprocess.resolution} differs from "
+            f"model.resolution={self.model.resolution}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -164,6 +186,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`CavlogError`."""
+
         def build(kind: type, sub: dict[str, Any]) -> Any:
             names = {f.name for f in dataclasses.fields(kind)}
             unknown = set(sub) - names
@@ -189,7 +212,11 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         _check(self.subjects >= 1, f"subjects={self.subjects}: must be >= 1")
-        _check(len(self.shape) == 3 and all(s >= 16 for s in self.shape),
-               f"shape={self.shape}: need three sizes, each >= 16")
-        _check(0 <= self.healthy_fraction <= 1,
-               f"healthy_fraction={self.healthy_fraction}: must be in [0, 1]")
+        _check(
+            len(self.shape) == 3 and all(s >= 16 for s in self.shape),
+            f"shape={self.shape}: need three sizes, each >= 16",
+        )
+        _check(
+            0 <= self.healthy_fraction <= 1,
+            f"healthy_fraction={self.healthy_fraction}: must be in [0, 1]",
+        )

@@ -1,4 +1,7 @@
-"""Choosing the torch device: ``auto`` falls back to the CPU with a warning, explicit requests fail clearly."""
+"""Choosing the torch device.
+
+``auto`` falls back to the CPU with a warning; explicit requests for a missing accelerator fail.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from .errors import CavlogError
 
 def available_devices() -> list[str]:
     """Device names usable here, best first: every ``cuda:N``, then ``mps``, then ``cpu``."""
-    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    names = (
+        [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         names.append("mps")
     names.append("cpu")
@@ -34,7 +39,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise CavlogError(f"--device {spec!r}: CUDA is not available on this machine (use 'auto' or 'cpu')")
+            raise CavlogError(
+                f"--device {spec!r}: CUDA is not available on this machine (use 'auto' or 'cpu')"
+            )
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise CavlogError(
@@ -43,7 +50,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return dev
     if spec == "mps":
         if "mps" not in available_devices():
-            raise CavlogError("--device 'mps': MPS is not available on this machine (use 'auto' or 'cpu')")
+            raise CavlogError(
+                "--device 'mps': MPS is not available on this machine (use 'auto' or 'cpu')"
+            )
         return torch.device("mps")
     raise CavlogError(f"--device {spec!r}: expected one of auto, cpu, cuda, cuda:N, mps")
 

@@ -29,7 +29,8 @@ SUBCOMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cavlog",
-        description="Unsupervised brain-lesion segmentation in FLAIR MRI (constrained Grad-CAM VAE).",
+        description="Unsupervised brain-lesion segmentation in FLAIR MRI "
+        "(constrained Grad-CAM VAE).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:

@@ -25,7 +25,9 @@ def float_tuple(n: int):
         try:
             values = tuple(float(v) for v in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {n} comma-separated numbers") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected {n} comma-separated numbers"
+            ) from None
         if len(values) != n:
             raise argparse.ArgumentTypeError(f"{text!r}: expected {n} comma-separated numbers")
         return values
@@ -40,7 +42,9 @@ def int_tuple(n: int):
         try:
             values = tuple(int(v) for v in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {n} comma-separated integers") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected {n} comma-separated integers"
+            ) from None
         if len(values) != n:
             raise argparse.ArgumentTypeError(f"{text!r}: expected {n} comma-separated integers")
         return values
@@ -49,9 +53,12 @@ def int_tuple(n: int):
 
 
 def add_slices_option(p: argparse.ArgumentParser, default: str = PRE.slices) -> None:
-    p.add_argument("--slices", default=default,
-                   help="'central:N' (N central axial slices of the brain) or 'brain' (every slice "
-                        f"with enough brain); default {default}")
+    p.add_argument(
+        "--slices",
+        default=default,
+        help="'central:N' (N central axial slices of the brain) or 'brain' (every slice "
+        f"with enough brain); default {default}",
+    )
 
 
 def require(cond: bool, message: str) -> None:

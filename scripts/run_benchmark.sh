@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The exact commands behind docs/benchmark.md (issue 5).
+#
+#   scripts/run_benchmark.sh cpu  [WORK]  Table 1 on 2 CPU cores: 64², width 0.25, 300 iterations,
+#                                         seed 0 (about 15-25 min)
+#   scripts/run_benchmark.sh gpu  [WORK]  one GPU: Table 1 with 3 seeds and every ablation (seed 0)
+#                                         at 128², width 0.5, 1000 iterations, as parallel workers
+#   scripts/run_benchmark.sh real [WORK]  sanity table: the cpu run's models (seed 0) evaluated on
+#                                         the 3 real BraTS 2013 cases in ../shared/data/brats2013
+#
+# WORK defaults to runs/benchmark (git-ignored). Everything is resumable: run it again after an
+# interruption and finished runs are skipped. Knobs for smoke tests: SUBJECTS, SHAPE, RES, WIDTH,
+# ITERS, WARMUP, WORKERS, DEVICE, WORKER_TIMEOUT, PYTHON.
+set -euo pipefail
+
+MODE=${1:-cpu}
+WORK=${2:-runs/benchmark}
+PY=${PYTHON:-.venv/bin/python}
+SUBJECTS=${SUBJECTS:-40}
+SHAPE=${SHAPE:-240,240,155}
+DATA="$WORK/synth$SUBJECTS"
+SHARED=(--split-fractions 0.7,0.1,0.2 --slices brain --eval-slices central:10 --lr 3e-4
+        --batch-size 32 --cache-dir "$WORK/cache")
+
+cavlog() { "$PY" -m cavlog_core "$@"; }
+
+synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel
+  [ -f "$DATA/.complete" ] && return
+  "$PY" - "$DATA" "$SUBJECTS" "$SHAPE" <<'EOF'
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from cavlog_core.data.synth import generate_subject, healthy_flags, subject_seed, write_subject
+from cavlog_core.config import SynthConfig
+
+out, n, shape = Path(sys.argv[1]), int(sys.argv[2]), tuple(int(v) for v in sys.argv[3].split(","))
+flags = healthy_flags(n, SynthConfig().healthy_fraction)
+
+
+def one(k):  # subject k is the same as in `cavlog synth` (seed derived from (seed 0, k))
+    s = generate_subject(subject_seed(0, k), shape, healthy=bool(flags[k]))
+    write_subject(s, out / f"SYN_{k:04d}", f"SYN_{k:04d}")
+
+
+with ProcessPoolExecutor() as pool:
+    list(pool.map(one, range(n)))
+(out / ".complete").touch()
+EOF
+}
+
+case "$MODE" in
+cpu)
+  synth
+  cavlog benchmark "$DATA" --out "$WORK/cpu" --methods all --seeds 1 \
+    --resolution "${RES:-64}" --width "${WIDTH:-0.25}" --iterations "${ITERS:-300}" \
+    --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}" --device "${DEVICE:-cpu}" --threads 1
+  ;;
+gpu)
+  synth
+  OUT="$WORK/gpu"
+  G=(--resolution "${RES:-128}" --width "${WIDTH:-0.5}" --iterations "${ITERS:-1000}"
+     --warmup-iterations "${WARMUP:-200}" "${SHARED[@]}" --device "${DEVICE:-cuda}"
+     --threads 1 --keep-going)
+  ABLATIONS=(barrier-vs-l2 image-vs-pixel lambda cam-stage t recon)
+  # Fill the slice cache once (FLAIR thresholding trains nothing), then identical workers share
+  # the runs through the per-run locks: each takes the next run nobody holds.
+  cavlog benchmark "$DATA" --out "$OUT" --methods flair-threshold --seeds 1 "${G[@]}"
+  worker() {
+    cavlog benchmark "$DATA" --out "$OUT" --methods all --seeds 1 "${G[@]}"
+    for a in "${ABLATIONS[@]}"; do
+      cavlog benchmark "$DATA" --out "$OUT" --ablation "$a" --seeds 1 "${G[@]}"
+    done
+    cavlog benchmark "$DATA" --out "$OUT" --methods all --seeds 1,2 "${G[@]}"
+  }
+  for i in $(seq "${WORKERS:-12}"); do
+    timeout "${WORKER_TIMEOUT:-100000}" bash -c "$(declare -f cavlog worker); $(declare -p \
+      PY DATA OUT G ABLATIONS); worker" > "$WORK/worker$i.log" 2>&1 &
+  done
+  wait || true
+  # Summaries of whatever finished (a worker stopped by its timeout leaves runs to resume).
+  cavlog benchmark "$DATA" --out "$OUT" --methods all --seeds 3 "${G[@]}" --summarize-only
+  for a in "${ABLATIONS[@]}" healthy-percentile; do
+    cavlog benchmark "$DATA" --out "$OUT" --ablation "$a" --seeds 1 "${G[@]}" --summarize-only \
+      || true
+  done
+  ;;
+real)
+  "$PY" - "$WORK/cpu" ../shared/data/brats2013 <<'EOF'
+import sys
+from pathlib import Path
+
+from cavlog_core.evaluate import run_evaluate
+
+runs, data = Path(sys.argv[1]), Path(sys.argv[2])
+if not data.is_dir():
+    sys.exit(f"{data}: not found (the real cases live in ../shared/data)")
+print("| Method | AUROC | AUPRC | AP | [DICE] | DICE p95 | DICE/scan p95 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for ckpt in sorted(runs.glob("*/seed0/checkpoint.pt")):
+    r = run_evaluate(ckpt, data, split="all", slices="central:10", device="cpu").to_dict()
+    p95 = r["strategies"].get("healthy_p95", {})
+    print(f"| {ckpt.parent.parent.name} | {r['auroc']:.3f} | {r['auprc']:.3f} | "
+          f"{r['average_precision']:.3f} | {r['operating_point']['dice_best']:.3f} | "
+          f"{p95.get('dice', float('nan')):.3f} | {p95.get('dice_per_scan_mean', float('nan')):.3f}"
+          f" ± {p95.get('dice_per_scan_std', float('nan')):.3f} |", flush=True)
+EOF
+  ;;
+*)
+  echo "usage: $0 cpu|gpu|real [WORK]" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,393 @@
+"""Running a benchmark: every setting × seed trained and evaluated on one fixed patient split.
+
+Each run lives in ``DIR/<label>/seed<k>/`` (``checkpoint.pt``, ``config.json``, ``log.jsonl`` from
+:func:`cavlog_core.training.fit`, and ``result.json``); a run with a ``result.json`` is skipped, a
+run with an unfinished checkpoint is resumed, so an interrupted benchmark continues where it
+stopped. Every setting sees the same split, the same preprocessed slices and the same number of
+iterations (the training budget).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_write_text
+from ..config import RunConfig
+from ..data import SliceArrays, find_cases, iter_slice_arrays, split_cases
+from ..errors import CavlogError
+from ..evaluate import EvaluationReport, evaluate
+from ..training import fit, load_checkpoint, read_checkpoint
+from .settings import Setting
+
+__all__ = [
+    "RESULT_NAME",
+    "BenchmarkData",
+    "BenchmarkEvent",
+    "RunBusy",
+    "RunResult",
+    "load_result",
+    "prepare_data",
+    "run_lock",
+    "run_one",
+]
+
+RESULT_NAME = "result.json"
+#: PR-curve points kept per run in ``result.json`` (for the plots).
+PR_POINTS = 200
+
+Stage = Literal["prepare", "train", "evaluate", "skip", "done", "failed", "wait", "summary"]
+
+
+@dataclass(frozen=True)
+class BenchmarkEvent:
+    """Progress of a benchmark.
+
+    Attributes
+    ----------
+    stage : {"prepare", "train", "evaluate", "skip", "done", "failed", "wait", "summary"}
+        ``skip``: the run already has a result; ``done``: a run just finished; ``failed``: it
+        raised (only with ``keep_going``; ``message`` says why); ``wait``: another process
+        holds the run, it is retried after the others.
+    run, total_runs : int
+        1-based index of the current run and the number of runs (0 during ``prepare``).
+    label : str
+    seed : int
+    step, total_steps : int
+        Iterations (``train``) or scans (``evaluate``, ``prepare``) done so far and in total.
+    metrics : dict
+        For ``done``/``skip``: the run's headline metrics; ``train``: the last losses.
+    """
+
+    stage: Stage
+    run: int = 0
+    total_runs: int = 0
+    label: str = ""
+    seed: int = 0
+    step: int = 0
+    total_steps: int = 0
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class BenchmarkData:
+    """The fixed split and the preprocessed training / validation slices shared by every run.
+
+    ``val`` is None when the validation split has no healthy slice (``fit`` then computes the
+    healthy thresholds on training slices).
+    """
+
+    root: Path
+    split: dict[str, list[str]]
+    split_seed: int
+    train: SliceArrays
+    val: SliceArrays | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished run (read back from ``result.json``)."""
+
+    label: str
+    method: str
+    seed: int
+    run_dir: Path
+    data: dict[str, Any]
+    skipped: bool = False
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.data["metrics"]
+
+
+def prepare_data(
+    root: str | Path, base: RunConfig, *, split_seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Generator[BenchmarkEvent, None, BenchmarkData]:
+    """Split ``root`` once (``split_cases(ids, base.train.split_fractions, split_seed)``) and
+    preprocess the lesion-free slices of the train and val cases (``base.preprocess``).
+
+    Yields ``prepare`` events per case; returns :class:`BenchmarkData`.
+    """
+    root = Path(root)
+    cases = find_cases(root)
+    split = split_cases([c.case_id for c in cases], base.train.split_fractions, split_seed)
+    if not split["train"] or not split["test"]:
+        raise CavlogError(f"{root}: {len(cases)} case(s) give an empty train or test split with "
+                          f"split_fractions={base.train.split_fractions}; a benchmark needs both")
+    by_id = {c.case_id: c for c in cases}
+    total = len(split["train"]) + len(split["val"])
+    done = 0
+
+    def build(ids: list[str], required: bool) -> Generator[BenchmarkEvent, None, Any]:
+        nonlocal done
+        if not ids:
+            return None
+        gen = iter_slice_arrays([by_id[i] for i in ids], base.preprocess, cache_dir=cache_dir,
+                                healthy_only=True)
+        try:
+            while True:
+                next(gen)
+                done += 1
+                yield BenchmarkEvent("prepare", step=done, total_steps=total)
+        except StopIteration as stop:
+            return stop.value
+        except CavlogError:
+            if required:
+                raise
+            return None
+
+    train = yield from build(split["train"], True)
+    val = yield from build(split["val"], False)
+    return BenchmarkData(root=root, split=split, split_seed=split_seed, train=train, val=val)
+
+
+def load_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``result.json`` as a dict, or None when absent or unreadable (run again)."""
+    path = run_dir / RESULT_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "metrics" in data else None
+
+
+#: Settings that may differ between a stored run and the current invocation (they do not change
+#: what is learned): where it runs and how often it logs.
+_FREE_FIELDS = {("train", "device"), ("train", "amp"), ("train", "log_every"),
+                ("train", "checkpoint_every")}
+
+
+def config_difference(stored: dict[str, Any], current: RunConfig) -> str | None:
+    """First field where a stored run's config differs from ``current``, as text; None if equal.
+
+    Device, autocast and logging settings are ignored.
+    """
+    now = json.loads(json.dumps(current.to_dict()))  # tuples -> lists, like the stored JSON
+    for section, fields in now.items():
+        old = stored.get(section, {}) if isinstance(stored, dict) else {}
+        for name, value in fields.items():
+            if (section, name) in _FREE_FIELDS:
+                continue
+            before = old.get(name, "<missing>") if isinstance(old, dict) else "<missing>"
+            if before != value:
+                return f"{section}.{name} = {before!r} there, {value!r} now"
+    return None
+
+
+def _check_same(run_dir: Path, stored: dict[str, Any], config: RunConfig) -> None:
+    diff = config_difference(stored, config)
+    if diff is not None:
+        raise CavlogError(f"{run_dir}: holds a run with another configuration ({diff}); use "
+                          "another --out folder or delete that run")
+
+
+def _checkpoint_state(ckpt: Path, config: RunConfig) -> Literal["none", "partial", "finished"]:
+    if not ckpt.is_file():
+        return "none"
+    try:
+        payload = read_checkpoint(ckpt)
+    except CavlogError:
+        return "none"  # corrupt (e.g. killed mid-write before the atomic rename): retrain
+    _check_same(ckpt.parent, payload["config"], config)
+    return "finished" if payload.get("extra", {}).get("finished") else "partial"
+
+
+def _thin_curve(recall: np.ndarray, precision: np.ndarray, n: int = PR_POINTS
+                ) -> dict[str, list[float]]:
+    recall, precision = np.asarray(recall, float), np.asarray(precision, float)
+    if recall.size > n:
+        keep = np.unique(np.linspace(0, recall.size - 1, n).round().astype(int))
+        recall, precision = recall[keep], precision[keep]
+    return {"recall": [round(float(v), 5) for v in recall],
+            "precision": [round(float(v), 5) for v in precision]}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """AUROC, AUPRC and oracle DICE of a run's metrics, for progress displays."""
+    keys = ("auroc", "auprc", "dice_best")
+    return {k: float(metrics[k]) for k in keys if isinstance(metrics.get(k), (int, float))}
+
+
+def _metrics_from_report(report: EvaluationReport) -> dict[str, Any]:
+    d = report.to_dict()
+    op = dict(d["operating_point"])
+    out: dict[str, Any] = {k: d.get(k) for k in ("auroc", "auprc", "average_precision",
+                                                  "n_pixels", "n_positive", "exact",
+                                                  "error_bound")}
+    out.update({k: op.get(k) for k in ("dice_best", "iou_best", "threshold_best")})
+    for k in ("dice_per_scan_mean", "dice_per_scan_std"):  # at the operating point, if given
+        if k in op:
+            out[f"best_{k}"] = op[k]
+    out["strategies"] = d["strategies"]
+    out["per_scan_dice"] = d["per_scan_dice"]
+    out["cases"] = d["cases"]
+    out["skipped"] = d["skipped"]
+    out["slices"] = d["slices"]
+    out["pixels"] = d["pixels"]
+    return out
+
+
+class RunBusy(CavlogError):
+    """Another live process is training or evaluating this run right now."""
+
+
+LOCK_NAME = "running.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/running.lock`` (with this process id) while a run is computed.
+
+    Several benchmark processes may share one output folder; a run locked by another live
+    process raises :class:`RunBusy`, a lock left by a dead process is taken over.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _pid_alive(owner):
+                raise RunBusy(f"{run_dir}: being computed by process {owner}") from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return
+    raise RunBusy(f"{run_dir}: could not take {LOCK_NAME}")
+
+
+def run_one(
+    setting: Setting, seed: int, *, base: RunConfig, data: BenchmarkData, out: Path,
+    eval_slices: str, all_pixels: bool = False, batch_size: int | None = None,
+    run: int = 1, total_runs: int = 1, folder: str | None = None,
+) -> Generator[BenchmarkEvent, None, RunResult]:
+    """Train (or resume) and evaluate one setting with one seed; skip it when already done.
+
+    The run lives in ``out/<folder or setting.label>/seed<k>``. Returns the :class:`RunResult`;
+    ``result.json`` holds the metrics, the PR curve, the configuration, the split and the
+    timings. Raises :class:`RunBusy` when another process holds the run's lock.
+    """
+    run_dir = out / (folder or setting.label) / f"seed{seed}"
+    ev = {"run": run, "total_runs": total_runs, "label": setting.label, "seed": seed}
+    config = setting.apply(base)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    done = load_result(run_dir)
+    if done is not None:
+        _check_same(run_dir, done.get("config", {}), config)
+        was = (done.get("split", {}).get("seed"), done["metrics"].get("slices"),
+               done["metrics"].get("pixels"))
+        now = (data.split_seed, eval_slices, "all" if all_pixels else "brain")
+        if was != now:
+            raise CavlogError(f"{run_dir}: was evaluated with split seed, slices, pixels = {was}, "
+                              f"not {now}; use another --out folder or delete that run")
+        yield BenchmarkEvent("skip", metrics=headline(done["metrics"]), **ev)
+        return RunResult(setting.label, setting.method, seed, run_dir, done, skipped=True)
+    with run_lock(run_dir):
+        if load_result(run_dir) is not None:  # finished by another process meanwhile
+            return (yield from run_one(setting, seed, base=base, data=data, out=out,
+                                       eval_slices=eval_slices, all_pixels=all_pixels,
+                                       batch_size=batch_size, run=run, total_runs=total_runs,
+                                       folder=folder))
+        return (yield from _compute(setting, seed, config, run_dir, data, eval_slices,
+                                    all_pixels, batch_size, ev))
+
+
+def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data: BenchmarkData,
+             eval_slices: str, all_pixels: bool, batch_size: int | None, ev: dict[str, Any]
+             ) -> Generator[BenchmarkEvent, None, RunResult]:
+    ckpt = run_dir / "checkpoint.pt"
+    state = _checkpoint_state(ckpt, config)
+    if state == "none" and ckpt.exists():
+        ckpt.unlink()
+    t0 = time.perf_counter()
+    fit_result = None
+    if state != "finished":
+        gen = fit(config, data.train, out_dir=run_dir, resume=state == "partial",
+                  val_data=data.val)
+        try:
+            while True:
+                event = next(gen)
+                if event.phase in ("warmup", "constrained"):
+                    yield BenchmarkEvent("train", step=event.iteration,
+                                         total_steps=event.total_iterations,
+                                         metrics={"loss": event.losses.get("loss", math.nan)},
+                                         **ev)
+        except StopIteration as stop:
+            fit_result = stop.value
+    train_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    loaded = load_checkpoint(ckpt, device=config.train.device)
+    # Evaluate on the benchmark's split, not on the one the run's own seed would give.
+    split_config = dataclasses.replace(loaded.config, train=dataclasses.replace(
+        loaded.config.train, seed=data.split_seed))
+    loaded = dataclasses.replace(loaded, config=split_config)
+    gen_eval = evaluate(loaded, data.root, split="test", slices=eval_slices,
+                        all_pixels=all_pixels, device=config.train.device,
+                        batch_size=batch_size or config.train.batch_size)
+    try:
+        while True:
+            e = next(gen_eval)
+            yield BenchmarkEvent("evaluate", step=e.done, total_steps=e.total, **ev)
+    except StopIteration as stop:
+        report: EvaluationReport = stop.value
+    eval_s = time.perf_counter() - t1
+
+    recall, precision, _ = report.pr_curve
+    result = {
+        "label": setting.label,
+        "method": setting.method,
+        "seed": seed,
+        "setting": dataclasses.asdict(setting),
+        "config": config.to_dict(),
+        "split": {"seed": data.split_seed, **{k: list(v) for k, v in data.split.items()}},
+        "train_slices": len(data.train),
+        "iterations": loaded.meta.get("total_iterations"),
+        "train_seconds": round(train_s, 2) if fit_result is not None else None,
+        "eval_seconds": round(eval_s, 2),
+        "healthy_fc_satisfied": loaded.meta.get("healthy_fc_satisfied"),
+        "thresholds": loaded.thresholds,
+        "metrics": _metrics_from_report(report),
+        "pr_curve": _thin_curve(recall, precision),
+        "device": str(next((p.device for p in loaded.modules.parameters()),
+                           torch.device("cpu"))),
+    }
+    atomic_write_text(run_dir / RESULT_NAME, json.dumps(result, indent=1) + "\n")
+    yield BenchmarkEvent("done", metrics=headline(result["metrics"]), **ev)
+    return RunResult(setting.label, setting.method, seed, run_dir, result)

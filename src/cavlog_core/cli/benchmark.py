@@ -1,0 +1,160 @@
+"""``cavlog benchmark DATA --out DIR``: every method (Table 1) or one ablation, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from ..config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+from ._common import existing_path, float_tuple
+
+PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..benchmark.settings import ABLATIONS
+
+    p = subparsers.add_parser(
+        "benchmark",
+        help="compare every method (Table 1) or run an ablation, with seeds; resumable",
+        description="Train and evaluate methods on one fixed patient split of DATA with the same "
+                    "preprocessing and budget. Each run goes to DIR/<method or setting>/seed<k>/ "
+                    "(checkpoint, logs, result.json); finished runs are skipped when the command "
+                    "is repeated. Writes DIR/summary.md and PR-curve plots.",
+    )
+    p.add_argument("data", type=existing_path, help="dataset root with ground truth")
+    p.add_argument("--out", required=True, type=Path, help="benchmark folder (created)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--methods", default="all",
+                      help="'all' or comma-separated names (see `cavlog methods`); default all")
+    what.add_argument("--ablation", choices=sorted(ABLATIONS),
+                      help="run one of the paper's ablations (with the constrained method) "
+                           "instead of the methods table")
+    p.add_argument("--seeds", type=_seeds, default=3,
+                   help="N (training seeds 0..N-1) or a list like 1,2 (one seed k: 'k,'); "
+                        "default 3")
+    p.add_argument("--keep-going", action="store_true",
+                   help="report a failing run and continue with the next one")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="train nothing: rewrite the summary from the runs that have a result")
+    g = p.add_argument_group("shared configuration (every run)")
+    g.add_argument("--resolution", type=int, default=MOD.resolution,
+                   help=f"model input side (64, 128, 224 ...); default {MOD.resolution}")
+    g.add_argument("--width", type=float, default=MOD.width,
+                   help=f"channel multiplier; default {MOD.width}")
+    g.add_argument("--latent-dim", type=int, default=MOD.latent_dim,
+                   help=f"size of z; default {MOD.latent_dim}")
+    g.add_argument("--iterations", type=int, default=TRN.iterations,
+                   help=f"training batches per run (the shared budget); default {TRN.iterations}")
+    g.add_argument("--warmup-iterations", type=int, default=TRN.warmup_iterations,
+                   help=f"VAE-only batches before attention losses; default "
+                        f"{TRN.warmup_iterations}")
+    g.add_argument("--batch-size", type=int, default=TRN.batch_size,
+                   help=f"batch size; default {TRN.batch_size}")
+    g.add_argument("--lr", type=float, default=TRN.lr, help=f"Adam learning rate; default {TRN.lr}")
+    g.add_argument("--slices", default=PRE.slices,
+                   help=f"training slices: 'central:N' or 'brain' (lesion-free ones are used); "
+                        f"default {PRE.slices}")
+    g.add_argument("--eval-slices", default=PRE.slices,
+                   help=f"test slices ('central:N' or 'brain'); default {PRE.slices}")
+    g.add_argument("--split-fractions", type=float_tuple(3), default=TRN.split_fractions,
+                   help="TRAIN,VAL,TEST patient fractions; default "
+                        + ",".join(f"{f:g}" for f in TRN.split_fractions))
+    g.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the patient split shared by all runs; default 0")
+    g.add_argument("--all-pixels", action="store_true",
+                   help="pool every pixel of the slices (the paper) instead of the brain only")
+    g.add_argument("--device", default=TRN.device,
+                   help=f"auto, cpu, cuda, cuda:N or mps; default {TRN.device}")
+    g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    g.add_argument("--cache-dir", type=Path, default=None,
+                   help="slice cache folder (default: DATA/.cavlog_cache or ~/.cache/cavlog)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a busy machine); default torch's")
+    return p
+
+
+def _seeds(text: str) -> int | tuple[int, ...]:
+    try:
+        if "," in text:
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or comma-separated seeds") \
+            from None
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        preprocess=PreprocessConfig(resolution=args.resolution, slices=args.slices),
+        model=ModelConfig(resolution=args.resolution, width=args.width,
+                          latent_dim=args.latent_dim),
+        train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
+                          batch_size=args.batch_size, lr=args.lr, device=args.device,
+                          split_fractions=tuple(args.split_fractions), amp=not args.no_amp),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..benchmark import BenchmarkConfig, benchmark
+    from ..benchmark.report import aggregate
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    base = _config(args)
+    if base.train.warmup_iterations >= base.train.iterations:
+        warnings.warn(f"--warmup-iterations {base.train.warmup_iterations} >= --iterations "
+                      f"{base.train.iterations}: attention losses (constrained, CAVGA and the "
+                      "ablations) never switch on", RuntimeWarning, stacklevel=1)
+    cfg = BenchmarkConfig(
+        data=args.data, out=args.out, base=base, methods=args.methods, ablation=args.ablation,
+        seeds=args.seeds, split_seed=args.split_seed, eval_slices=args.eval_slices,
+        all_pixels=args.all_pixels, cache_dir=args.cache_dir,
+        summarize_only=args.summarize_only, keep_going=args.keep_going,
+        command="cavlog " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    gen = benchmark(cfg)
+    bar = None
+    last = 0.0
+    try:
+        while True:
+            ev = next(gen)
+            if ev.stage == "prepare":
+                continue
+            if bar is None:
+                bar = tqdm(total=ev.total_runs, unit="run", desc="benchmark", dynamic_ncols=True)
+            if ev.stage == "failed":
+                bar.update(1)
+                bar.write(f"{ev.label} seed{ev.seed}: FAILED: {ev.message}")
+            elif ev.stage in ("skip", "done"):
+                bar.update(1)
+                scores = " ".join(f"{k}={v:.3f}" for k, v in ev.metrics.items())
+                bar.write(f"{ev.label} seed{ev.seed}: {'skipped, ' if ev.stage == 'skip' else ''}"
+                          f"{scores}")
+            elif ev.stage in ("train", "evaluate", "wait") and time.monotonic() - last > 0.5:
+                last = time.monotonic()
+                bar.set_postfix_str(f"{ev.label} seed{ev.seed} {ev.stage} "
+                                    f"{ev.step}/{ev.total_steps}")
+    except StopIteration as stop:
+        result = stop.value
+    finally:
+        if bar is not None:
+            bar.close()
+    groups = aggregate(result.results)
+    print(f"{len(result.results)} runs ({sum(r.skipped for r in result.results)} skipped) of "
+          f"{len(groups)} settings in {result.seconds / 60:.1f} min")
+    for name, why in result.failed.items():
+        print(f"failed: {name}: {why}")
+    if result.missing:
+        print(f"without a result: {', '.join(result.missing)}")
+    print(f"summary: {result.summary_path}")
+    for p in result.plots:
+        print(f"plot: {p}")
+    return 0

@@ -1,0 +1,34 @@
+"""``cavlog methods``: list the available anomaly-segmentation methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..methods import get_method, list_methods
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "methods",
+        help="list the available methods (for --method / --methods)",
+        description="List every anomaly-segmentation method with a one-line description. Train "
+                    "one with `cavlog train DATA --out RUN --method NAME`; compare them with "
+                    "`cavlog benchmark`.",
+    )
+    p.add_argument("--json", action="store_true",
+                   help="print {name: {description, trainable}} as JSON")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    methods = list_methods()
+    if args.json:
+        table = {name: {"description": text, "trainable": bool(get_method(name).trainable)}
+                 for name, text in methods.items()}
+        print(json.dumps(table, indent=2, ensure_ascii=False))
+        return 0
+    width = max(len(name) for name in methods)
+    for name, text in methods.items():
+        print(f"{name:<{width}}  {text}")
+    return 0

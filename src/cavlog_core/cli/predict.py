@@ -1,0 +1,76 @@
+"""``cavlog predict CHECKPOINT INPUT --out DIR``: anomaly maps and lesion masks as NIfTI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..config import TrainConfig
+from ._common import existing_path, require
+
+TRN = TrainConfig()
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "predict",
+        help="write anomaly maps and lesion masks for scans",
+        description="For every case of INPUT (a case folder, a NIfTI file or a dataset root), "
+                    "compute the normalised anomaly map of every axial slice with brain and "
+                    "write DIR/<ID>_anomaly.nii.gz (float32 in [0, 1]) and DIR/<ID>_mask.nii.gz "
+                    "(uint8, map >= threshold inside the brain) in the input's geometry.",
+    )
+    p.add_argument("checkpoint", type=existing_path, help="checkpoint.pt written by cavlog train")
+    p.add_argument("input", type=existing_path, help="case folder, NIfTI file or dataset root")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--threshold", default="0.5",
+                   help="mask threshold: a number in [0, 1] (default 0.5, the paper's), "
+                        "'healthy' (= the checkpoint's healthy_p95) or 'healthy:pXX' "
+                        "(p85, p90, p95, p98, p99: percentiles of maps of healthy slices)")
+    p.add_argument("--device", default=TRN.device,
+                   help=f"auto, cpu, cuda, cuda:N or mps; default {TRN.device}")
+    p.add_argument("--batch-size", type=int, default=TRN.batch_size,
+                   help=f"slices per network pass; default {TRN.batch_size}")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..data.io import find_cases, load_case, save_like
+    from ..device import resolve_device, warn_if_cpu_fallback
+    from ..inference.predict import predict_volume
+    from ..inference.thresholds import parse_threshold
+    from ..training.checkpoint import load_checkpoint
+
+    require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
+    cases = find_cases(args.input)
+    device = resolve_device(args.device)
+    warn_if_cpu_fallback(args.device, device)
+    loaded = load_checkpoint(args.checkpoint, device=device)
+    threshold, label = parse_threshold(args.threshold, loaded.thresholds)
+    out: Path = args.out
+    for files in cases:
+        case = load_case(files)
+        t0 = time.perf_counter()
+        gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device)
+        with tqdm(desc=case.case_id, unit="slice", file=sys.stderr, dynamic_ncols=True,
+                  leave=False) as bar:
+            while True:
+                try:
+                    ev = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                bar.total = ev.total
+                bar.update(ev.done - bar.n)
+        mask = ((result.anomaly >= threshold) & case.brain_mask).astype(np.uint8)
+        map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
+        mask_path = save_like(mask, case, out / f"{case.case_id}_mask.nii.gz")
+        voxels = int(mask.sum())
+        print(f"{case.case_id}: {len(result.z)} slices in {time.perf_counter() - t0:.1f} s; "
+              f"{map_path}, {mask_path} ({voxels} voxels >= {threshold:.4g} [{label}])")
+    return 0

@@ -1,0 +1,526 @@
+"""Finding, loading, validating and writing BraTS-style NIfTI cases.
+
+Every volume is returned in canonical RAS orientation (``nib.as_closest_canonical`` equivalent,
+so the axial slice ``z`` is ``vol[:, :, z]``). The orientation transform is kept in
+:class:`NiftiGeometry` so any array computed on the canonical grid can be written back in the
+original file's voxel order, affine and header (:func:`save_like`).
+
+Supported layouts (ground truth and brain mask always optional):
+
+- BraTS 2019-2021: ``<ID>/<ID>_flair.nii.gz``, ``<ID>_seg.nii.gz``, ``<ID>_brainmask.nii.gz``;
+- BraTS 2023+: ``<ID>/<ID>-t2f.nii.gz``, ``<ID>-seg.nii.gz``;
+- ``.nii`` or ``.nii.gz``; other modalities (t1, t1ce, t2, ...) are ignored;
+- a dataset root (case folders, possibly grouped one or two levels deep as in BraTS'19
+  ``HGG/`` and ``LGG/``), a single case folder, or a single NIfTI file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as ornt
+
+from .._atomic import atomic_path
+from ..errors import CavlogError, InputFileError
+from .brainmask import compute_brain_mask
+
+__all__ = [
+    "Case",
+    "CaseFiles",
+    "NiftiGeometry",
+    "case_from_arrays",
+    "find_cases",
+    "load_case",
+    "save_like",
+]
+
+#: File-name roles. FLAIR is ``flair`` (BraTS <= 2021) or ``t2f`` (BraTS 2023+).
+FLAIR_ROLES = ("flair", "t2f")
+SEG_ROLES = ("seg",)
+MASK_ROLES = ("brainmask",)
+#: Other BraTS modalities: recognised (so a folder holding only these is reported as a case
+#: without FLAIR) but never read.
+OTHER_ROLES = ("t1", "t1ce", "t2", "t1c", "t1n", "t2w")
+#: Label sets accepted in ground truth: BraTS 2017-2021 (4 = enhancing) and BraTS 2023+
+#: (3 = enhancing). Binary {0, 1} masks are a subset of both and are kept as they are.
+LABELS_2017 = frozenset({0, 1, 2, 4})
+LABELS_2023 = frozenset({0, 1, 2, 3})
+
+_NIFTI_RE = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
+_ROLE_RE = re.compile(r"^(?P<id>.+)[_-](?P<role>[A-Za-z0-9]+)$")
+_MAX_DEPTH = 3  # root/ (HGG/) ID/ files: deep enough for every BraTS release
+_RAS = ornt.axcodes2ornt(("R", "A", "S"))
+_AFFINE_ATOL = 1e-3  # mm; BraTS seg/FLAIR affines agree to float32 precision
+
+
+# --------------------------------------------------------------------------------------------
+# Data classes
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files of one case, found by :func:`find_cases`.
+
+    Attributes
+    ----------
+    case_id : str
+        BraTS identifier (``BraTS19_2013_10_1``, ``BraTS-GLI-00001-000``) or the file stem.
+    path : Path
+        The case folder, or the NIfTI file when a single file was given.
+    flair : Path
+        FLAIR image (``_flair`` or ``-t2f``).
+    seg, brain_mask : Path or None
+        Ground-truth labels and brain mask when present.
+    """
+
+    case_id: str
+    path: Path
+    flair: Path
+    seg: Path | None = None
+    brain_mask: Path | None = None
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file of the case that is read (FLAIR first)."""
+        return tuple(p for p in (self.flair, self.seg, self.brain_mask) if p is not None)
+
+
+@dataclass(frozen=True, eq=False)
+class NiftiGeometry:
+    """How the canonical RAS array maps back to the original file.
+
+    Attributes
+    ----------
+    affine : (4, 4) ndarray
+        Original voxel-to-world affine.
+    shape : tuple of 3 int
+        Original (spatial) array shape.
+    transform : (3, 2) ndarray
+        ``nibabel.orientations`` transform from the original axes to RAS.
+    header : nibabel header or None
+        Copy of the original header (units, descriptions, qform/sform codes) reused on write.
+    """
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    transform: np.ndarray
+    header: nib.Nifti1Header | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_affine(cls, affine: np.ndarray, shape: tuple[int, ...],
+                    header: nib.Nifti1Header | None = None) -> NiftiGeometry:
+        """Geometry of an array of ``shape`` (original voxel order) with ``affine``."""
+        affine = np.asarray(affine, dtype=np.float64)
+        transform = ornt.ornt_transform(ornt.io_orientation(affine), _RAS)
+        return cls(affine=affine, shape=tuple(int(s) for s in shape[:3]),  # type: ignore[arg-type]
+                   transform=transform, header=header)
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        """Orientation codes of the original file, e.g. ``('L', 'P', 'S')`` for BraTS."""
+        return tuple(ornt.aff2axcodes(self.affine))  # type: ignore[return-value]
+
+    @property
+    def canonical_affine(self) -> np.ndarray:
+        """Affine of the canonical (RAS) array."""
+        return self.affine @ ornt.inv_ornt_aff(self.transform, self.shape)
+
+    @property
+    def canonical_shape(self) -> tuple[int, int, int]:
+        """Shape of the canonical array."""
+        return tuple(self.shape[int(i)] for i in np.argsort(self.transform[:, 0]))  # type: ignore
+
+    def to_canonical(self, array: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
+        """Original voxel order -> canonical RAS, as a C-contiguous array of ``dtype``."""
+        return np.ascontiguousarray(ornt.apply_orientation(array, self.transform), dtype=dtype)
+
+    def from_canonical(self, array: np.ndarray) -> np.ndarray:
+        """Canonical RAS -> original voxel order: the exact inverse of :meth:`to_canonical`."""
+        back = ornt.ornt_transform(_RAS, ornt.io_orientation(self.affine))
+        return np.ascontiguousarray(ornt.apply_orientation(array, back))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Case:
+    """One loaded scan in canonical RAS orientation (axial slice ``z`` = ``flair[:, :, z]``).
+
+    Attributes
+    ----------
+    case_id : str
+    flair : (X, Y, Z) float32 ndarray
+        Intensities as stored (raw or z-scored), not normalised.
+    seg : (X, Y, Z) uint8 ndarray or None
+        Ground-truth labels; whole tumour = ``seg > 0``.
+    brain_mask : (X, Y, Z) bool ndarray
+        From ``<ID>_brainmask`` when given, else :func:`compute_brain_mask`.
+    affine : (4, 4) ndarray
+        Canonical voxel-to-world affine.
+    spacing : tuple of 3 float
+        Voxel size in mm, in canonical axis order.
+    source_path : Path or None
+        The FLAIR file (None for :func:`case_from_arrays`).
+    geometry : NiftiGeometry
+        For writing results back in the original geometry (:func:`save_like`).
+    """
+
+    case_id: str
+    flair: np.ndarray
+    seg: np.ndarray | None
+    brain_mask: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    source_path: Path | None
+    geometry: NiftiGeometry
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.flair.shape)  # type: ignore[return-value]
+
+    def __repr__(self) -> str:  # arrays are far too large to print
+        gt = "with seg" if self.seg is not None else "no seg"
+        return (f"Case({self.case_id!r}, shape={self.shape}, spacing={self.spacing}, {gt}, "
+                f"source={str(self.source_path) if self.source_path else None!r})")
+
+
+# --------------------------------------------------------------------------------------------
+# Finding cases
+# --------------------------------------------------------------------------------------------
+def _split_name(name: str) -> tuple[str, str] | None:
+    """``"X_flair.nii.gz"`` -> ``("X", "flair")``; None for a file that is not NIfTI-named."""
+    m = _NIFTI_RE.match(name)
+    if m is None:
+        return None
+    stem = m.group("stem")
+    if stem.lower() in FLAIR_ROLES + SEG_ROLES + MASK_ROLES:  # e.g. case1/flair.nii.gz
+        return "", stem.lower()
+    r = _ROLE_RE.match(stem)
+    if r is None:
+        return stem, ""
+    return r.group("id"), r.group("role").lower()
+
+
+def _cases_in_dir(folder: Path, names: Iterable[str]) -> list[CaseFiles]:
+    """Group the NIfTI files of one folder by case id; a group without FLAIR is an error."""
+    groups: dict[str, dict[str, Path]] = {}
+    for name in sorted(names):
+        parts = _split_name(name)
+        if parts is None:
+            continue
+        case_id, role = parts
+        known = FLAIR_ROLES + SEG_ROLES + MASK_ROLES + OTHER_ROLES
+        if role not in known:
+            continue
+        case_id = case_id or folder.name
+        slot = "flair" if role in FLAIR_ROLES else role
+        entry = groups.setdefault(case_id, {})
+        if slot in entry and slot in ("flair", "seg", "brainmask"):
+            raise InputFileError(folder / name, f"case {case_id!r} has two {slot} files "
+                                 f"({entry[slot].name} and {name}); keep one")
+        entry[slot] = folder / name
+    cases = []
+    for case_id, entry in groups.items():
+        if "flair" not in entry:
+            present = ", ".join(sorted(p.name for p in entry.values()))
+            raise InputFileError(folder, f"case {case_id!r} has no FLAIR image ({case_id}"
+                                 f"_flair.nii.gz or {case_id}-t2f.nii.gz); found {present}")
+        cases.append(CaseFiles(case_id=case_id, path=folder, flair=entry["flair"],
+                               seg=entry.get("seg"), brain_mask=entry.get("brainmask")))
+    return cases
+
+
+def _single_file(path: Path) -> CaseFiles:
+    parts = _split_name(path.name)
+    if parts is None:
+        raise InputFileError(path, "not a NIfTI file (expected a .nii or .nii.gz name)")
+    case_id, role = parts
+    if role in FLAIR_ROLES:  # a BraTS FLAIR given directly: pick up its seg/brain mask too
+        siblings = [p.name for p in path.parent.iterdir() if _split_name(p.name) is not None
+                    and _split_name(p.name)[0] == case_id]  # type: ignore[index]
+        for cf in _cases_in_dir(path.parent, siblings):
+            if cf.flair == path:
+                return CaseFiles(cf.case_id, path, path, cf.seg, cf.brain_mask)
+    stem = _NIFTI_RE.match(path.name).group("stem")  # type: ignore[union-attr]
+    return CaseFiles(case_id=stem, path=path, flair=path)
+
+
+def find_cases(root: str | Path) -> list[CaseFiles]:
+    """Find the cases under a dataset root, in a case folder, or a single NIfTI file.
+
+    Parameters
+    ----------
+    root : str or Path
+        A dataset root (one folder per case, possibly grouped up to two levels deep, e.g.
+        BraTS'19 ``HGG/<ID>/``), a case folder, or one ``.nii``/``.nii.gz`` file (a BraTS FLAIR
+        file given directly brings its ``_seg``/``_brainmask`` siblings along). Hidden folders
+        (``.cavlog_cache``) are skipped.
+
+    Returns
+    -------
+    list of CaseFiles
+        Sorted by ``case_id``.
+
+    Raises
+    ------
+    InputFileError
+        ``root`` missing, a non-NIfTI file, or a case folder whose files include no FLAIR.
+    CavlogError
+        No case found, or the same case id in two places.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise InputFileError(root, "no such file or directory")
+    if root.is_file():
+        return [_single_file(root)]
+    found: list[CaseFiles] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and depth < _MAX_DEPTH)
+        found.extend(_cases_in_dir(Path(dirpath), filenames))
+    if not found:
+        raise CavlogError(f"{root}: no cases found (expected <ID>/<ID>_flair.nii.gz or "
+                          "<ID>/<ID>-t2f.nii.gz, or a .nii/.nii.gz file)")
+    by_id: dict[str, CaseFiles] = {}
+    for cf in found:
+        if cf.case_id in by_id:
+            raise CavlogError(f"{root}: case id {cf.case_id!r} appears twice "
+                              f"({by_id[cf.case_id].flair} and {cf.flair})")
+        by_id[cf.case_id] = cf
+    return [by_id[k] for k in sorted(by_id)]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------
+def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read one NIfTI volume (3D, or 4D+ with trailing singleton axes) in its stored voxel order."""
+    if _NIFTI_RE.match(path.name) is None:
+        raise InputFileError(path, "not a NIfTI file (expected a .nii or .nii.gz name)")
+    try:
+        img = nib.load(path)
+    except FileNotFoundError:
+        raise InputFileError(path, "no such file") from None
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError,
+            gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as err:
+        raise InputFileError(path, f"not a readable NIfTI file ({_reason(err, path)})") from None
+    if not isinstance(img, nib.Nifti1Pair):  # Nifti2 derives from Nifti1
+        raise InputFileError(path, f"not a NIfTI file (read as {type(img).__name__})")
+    shape = img.shape
+    if len(shape) < 3:
+        raise InputFileError(path, f"{len(shape)}D image of shape {shape}: expected a 3D volume")
+    if len(shape) > 3 and any(s != 1 for s in shape[3:]):
+        raise InputFileError(path, f"{len(shape)}D image of shape {shape}: expected a 3D volume "
+                             "(one FLAIR volume, not a time series or a multi-channel image)")
+    try:
+        data = np.asarray(img.dataobj)
+    except (EOFError, zlib.error, OSError, ValueError) as err:
+        raise InputFileError(path, "corrupt or truncated NIfTI data "
+                             f"({_reason(err, path)})") from None
+    if data.dtype.kind not in "biuf":
+        raise InputFileError(path, f"unsupported voxel type {data.dtype}: expected a scalar image")
+    return data.reshape(shape[:3]), img
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    """First line of a library error, without repeating the full path already in front."""
+    text = str(err).strip().splitlines()
+    return (text[0].replace(str(path), path.name) if text else type(err).__name__)[:160]
+
+
+def _check_finite(data: np.ndarray, path: Path | str) -> None:
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise InputFileError(path, f"{int(bad.sum())} NaN/Inf voxel(s); "
+                                 "the image must be finite")
+
+
+def _check_same_grid(path: Path, data: np.ndarray, affine: np.ndarray,
+                     ref_shape: tuple[int, ...], ref_affine: np.ndarray, ref_name: str) -> None:
+    if data.shape != tuple(ref_shape):
+        raise InputFileError(path, f"shape {data.shape} differs from the FLAIR {ref_name} "
+                             f"shape {tuple(ref_shape)}")
+    if not np.allclose(affine, ref_affine, atol=_AFFINE_ATOL):
+        diff = float(np.abs(affine - ref_affine).max())
+        raise InputFileError(path, f"affine differs from the FLAIR {ref_name} affine "
+                             f"(max difference {diff:.3g}); the files are not on the same grid")
+
+
+def _check_labels(data: np.ndarray, path: Path | str, allowed: frozenset[int]) -> np.ndarray:
+    """Integer label volume -> uint8, refusing values outside ``allowed``."""
+    _check_finite(data, path)
+    if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
+        raise InputFileError(path, "non-integer label values; expected integer labels "
+                             f"{sorted(allowed)}")
+    if data.dtype == np.uint8:  # the usual case: a histogram is ~20x faster than np.unique
+        values = np.flatnonzero(np.bincount(data.ravel(), minlength=256))
+    else:
+        values = np.unique(data)
+    unexpected = sorted(set(values.tolist()) - allowed)
+    if unexpected:
+        shown = ", ".join(f"{v:g}" for v in unexpected[:6])
+        raise InputFileError(path, f"unexpected label value(s) {shown}; expected labels "
+                             f"{sorted(allowed)} (BraTS) or {{0, 1}}")
+    return data.astype(np.uint8, copy=False)
+
+
+def _allowed_labels(seg_path: Path | None) -> frozenset[int]:
+    if seg_path is not None and re.search(r"-seg\.nii(\.gz)?$", seg_path.name, re.IGNORECASE):
+        return LABELS_2023
+    return LABELS_2017
+
+
+def _finish_case(case_id: str, flair: np.ndarray, seg: np.ndarray | None,
+                 brain: np.ndarray | None, geometry: NiftiGeometry, source: Path | None,
+                 name: Path | str) -> Case:
+    """Reorient validated arrays (original voxel order) to RAS and assemble the Case."""
+    flair_c = geometry.to_canonical(flair, np.float32)
+    seg_c = None if seg is None else geometry.to_canonical(seg)
+    if brain is None:
+        brain_c = compute_brain_mask(flair_c)
+        if not brain_c.any():
+            raise InputFileError(name, "empty brain: every voxel has the background value "
+                                 f"{float(flair_c.min()):g}")
+    else:
+        brain_c = geometry.to_canonical(brain)
+        if not brain_c.any():
+            raise InputFileError(name, "empty brain mask: no voxel is inside the brain")
+    affine = geometry.canonical_affine
+    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    return Case(case_id=case_id, flair=flair_c, seg=seg_c, brain_mask=brain_c, affine=affine,
+                spacing=spacing, source_path=source, geometry=geometry)  # type: ignore[arg-type]
+
+
+def load_case(case: str | Path | CaseFiles) -> Case:
+    """Load and validate one case in canonical RAS orientation.
+
+    Parameters
+    ----------
+    case : str, Path or CaseFiles
+        A case folder, a NIfTI file, or an entry of :func:`find_cases`.
+
+    Returns
+    -------
+    Case
+        ``flair`` (X, Y, Z) float32, ``seg`` (X, Y, Z) uint8 or None, ``brain_mask`` bool.
+
+    Raises
+    ------
+    InputFileError
+        With a one-line message naming the file: unreadable/corrupt/truncated or non-NIfTI file,
+        2D or 4D image, FLAIR/seg (or brain mask) shape or affine mismatch, NaN/Inf voxels,
+        empty brain, unexpected label values.
+    """
+    if not isinstance(case, CaseFiles):
+        cases = find_cases(case)
+        if len(cases) != 1:
+            raise CavlogError(f"{case}: holds {len(cases)} cases; give one case folder or file")
+        case = cases[0]
+    flair, img = _read_nifti(case.flair)
+    _check_finite(flair, case.flair)
+    if flair.dtype.kind == "b":
+        flair = flair.astype(np.uint8)
+    geometry = NiftiGeometry.from_affine(img.affine, flair.shape, img.header.copy())
+    seg = brain = None
+    if case.seg is not None:
+        seg_data, seg_img = _read_nifti(case.seg)
+        _check_same_grid(case.seg, seg_data, seg_img.affine, flair.shape, img.affine, "image")
+        seg = _check_labels(seg_data, case.seg, _allowed_labels(case.seg))
+        del seg_data
+    if case.brain_mask is not None:
+        mask_data, mask_img = _read_nifti(case.brain_mask)
+        _check_same_grid(case.brain_mask, mask_data, mask_img.affine, flair.shape, img.affine,
+                         "image")
+        brain = _check_labels(mask_data, case.brain_mask, frozenset({0, 1})).astype(bool)
+        del mask_data
+    name = case.brain_mask if case.brain_mask is not None else case.flair
+    return _finish_case(case.case_id, flair, seg, brain, geometry, case.flair, name)
+
+
+def case_from_arrays(flair: np.ndarray, *, seg: np.ndarray | None = None,
+                     brain_mask: np.ndarray | None = None, affine: np.ndarray | None = None,
+                     case_id: str = "case") -> Case:
+    """Build a :class:`Case` from in-memory arrays, exactly as if they were read from a file.
+
+    Parameters
+    ----------
+    flair : (X, Y, Z) array
+        Voxels in the order described by ``affine`` (identity, i.e. already RAS, by default).
+    seg : (X, Y, Z) integer array, optional
+        Labels in {0, 1, 2, 3, 4}.
+    brain_mask : (X, Y, Z) array, optional
+        Nonzero = brain; computed with :func:`compute_brain_mask` when omitted.
+    affine : (4, 4) array, optional
+        Voxel-to-world affine; a non-RAS affine reorients the arrays to canonical RAS.
+    case_id : str
+        Used as the case name and in error messages.
+    """
+    flair = np.asarray(flair)
+    if flair.ndim != 3:
+        raise CavlogError(f"{case_id}: FLAIR of shape {flair.shape}: expected a 3D volume")
+    if flair.dtype.kind not in "biuf":
+        raise CavlogError(f"{case_id}: unsupported FLAIR dtype {flair.dtype}")
+    _check_finite(flair, case_id)
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise CavlogError(f"{case_id}: affine of shape {affine.shape}: expected (4, 4)")
+    geometry = NiftiGeometry.from_affine(affine, flair.shape)
+    for name, arr in (("seg", seg), ("brain_mask", brain_mask)):
+        if arr is not None and np.shape(arr) != flair.shape:
+            raise CavlogError(f"{case_id}: {name} shape {np.shape(arr)} differs from the FLAIR "
+                              f"shape {flair.shape}")
+    seg_u8 = None if seg is None else _check_labels(np.asarray(seg), f"{case_id} (seg)",
+                                                      LABELS_2017 | LABELS_2023)
+    brain = None if brain_mask is None else np.asarray(brain_mask) != 0
+    return _finish_case(case_id, flair.astype(np.float32, copy=False), seg_u8, brain, geometry,
+                        None, case_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def save_like(array: np.ndarray, like: Case | NiftiGeometry, path: str | Path) -> Path:
+    """Write a canonical-grid array as NIfTI in the original file's geometry (atomic).
+
+    Parameters
+    ----------
+    array : (X, Y, Z) ndarray
+        On the canonical grid of ``like`` (e.g. an anomaly map or a mask).
+    like : Case or NiftiGeometry
+        Source of the original voxel order, affine and header.
+    path : str or Path
+        Output ``.nii`` or ``.nii.gz``.
+
+    Returns
+    -------
+    Path
+        ``path``. The dtype is kept (float32 maps, uint8 masks); bool is written as uint8 and
+        float16 as float32 (NIfTI has no half floats).
+    """
+    geometry = like.geometry if isinstance(like, Case) else like
+    path = Path(path)
+    if _NIFTI_RE.match(path.name) is None:
+        raise CavlogError(f"{path}: output must end in .nii or .nii.gz")
+    array = np.asarray(array)
+    if array.shape != geometry.canonical_shape:
+        raise CavlogError(f"{path}: array shape {array.shape} differs from the case shape "
+                          f"{geometry.canonical_shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    data = geometry.from_canonical(array)
+    header = nib.Nifti1Header() if geometry.header is None else \
+        nib.Nifti1Header.from_header(geometry.header)
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(1.0, 0.0)  # values are written as they are, never rescaled
+    header["cal_min"] = header["cal_max"] = 0  # display range of the source no longer applies
+    img = nib.Nifti1Image(data, geometry.affine, header=header)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return path

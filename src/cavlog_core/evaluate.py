@@ -1,0 +1,364 @@
+"""Evaluating a checkpoint on the labelled scans of a split, as in the paper's Table 1.
+
+Silva-Rodríguez, Naranjo & Dolz (BMVC 2021), Sec. 4.1: scans of the held-out test split, the N
+central axial slices of each, scans with less than 0.1 % lesion dropped; pixel-level AUROC and
+AUPRC pooled over every pixel of every slice, and DICE at the PR-curve operating point and at a
+fixed threshold of 0.5.
+
+Choices made here (documented in the report):
+
+* Maps and ground truth are compared **at model resolution** (R x R, e.g. 224²) on the selected
+  slices, like the paper, which evaluates the resized slices. The lesion mask is resized with the
+  same geometry as the images (thresholded bilinear).
+* Pixels are pooled **inside the brain mask** by default; ``all_pixels=True`` pools every pixel of
+  the R x R slices (the paper's convention, which adds many easy background negatives and so
+  inflates AUROC).
+* Thresholds without ground truth: ``fixed_0.5`` and the checkpoint's ``healthy_pXX``. The
+  F1-maximising operating point (``dice_best`` ...) **uses the ground truth (oracle)** and is
+  labelled so everywhere.
+* The split is the training run's: :func:`~cavlog_core.data.splits.split_cases` with the
+  checkpoint's ``split_fractions`` and ``seed`` over the case ids found in DATA.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ._atomic import atomic_write_text
+from .data.io import CaseFiles, find_cases, load_case
+from .data.preprocess import prepare_slices, select_slices
+from .data.splits import keep_for_evaluation, lesion_fraction, split_cases
+from .errors import CavlogError, InputFileError
+from .inference.predict import inference_modules, iter_slice_maps, resolve_model
+from .inference.thresholds import threshold_strategies
+from .metrics import (
+    ScoreHistogram,
+    counts_at_thresholds,
+    exact_curves,
+    scores_from_counts,
+)
+from .training.checkpoint import LoadedCheckpoint
+
+__all__ = ["ORACLE_NOTE", "EvaluateEvent", "EvaluationReport", "evaluate", "run_evaluate"]
+
+ORACLE_NOTE = "uses ground truth (oracle)"
+#: Pooled pixels up to which evaluate keeps every score for exact metrics (~100 MB) and exact
+#: per-scan Dice at the oracle operating point; beyond, the streaming histogram is used.
+EVAL_EXACT_LIMIT = 1 << 24
+Split = Literal["train", "val", "test", "all"]
+
+
+@dataclass(frozen=True)
+class EvaluateEvent:
+    """Progress: one scan evaluated (or skipped).
+
+    Attributes
+    ----------
+    done, total : int
+        Scans handled so far and scans in the split.
+    case_id : str
+    skipped : bool
+        True when the scan was dropped (lesion fraction below the minimum).
+    """
+
+    done: int
+    total: int
+    case_id: str
+    skipped: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationReport:
+    """Result of :func:`evaluate`.
+
+    Attributes
+    ----------
+    pixel : dict
+        Pooled ``auroc``, ``auprc``, ``average_precision``, ``n_pixels``, ``n_positive``,
+        ``exact``, ``error_bound`` (see :func:`cavlog_core.metrics.pixel_metrics`).
+    operating_point : dict
+        ``dice_best``, ``iou_best``, ``threshold_best`` and ``note`` = :data:`ORACLE_NOTE`;
+        with exact metrics also ``dice_per_scan_mean`` / ``dice_per_scan_std`` at that threshold.
+    strategies : dict
+        Label (``fixed_0.5``, ``healthy_p85`` ...) -> ``threshold``, pooled ``dice``, ``iou``,
+        ``precision``, ``recall``, and ``dice_per_scan_mean`` / ``dice_per_scan_std``
+        (population std over the evaluated scans).
+    per_scan_dice : dict
+        Case id -> {label: dice}; with exact metrics also ``"oracle"`` (at ``threshold_best``).
+    pr_curve : (recall, precision, thresholds)
+        Thinned PR curve (increasing recall) for plots; not written to JSON.
+    """
+
+    checkpoint: str
+    data: str
+    split: str
+    slices: str
+    pixels: str
+    resolution: int
+    cases: list[str]
+    skipped: dict[str, str]
+    pixel: dict[str, Any]
+    operating_point: dict[str, Any]
+    strategies: dict[str, dict[str, float]]
+    per_scan_dice: dict[str, dict[str, float]]
+    pr_curve: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (NaN -> None); the PR curve is left out."""
+        d = {
+            "checkpoint": self.checkpoint, "data": self.data, "split": self.split,
+            "slices": self.slices, "pixels": self.pixels, "resolution": self.resolution,
+            "evaluated_at": "model resolution, selected slices",
+            "cases": list(self.cases), "skipped": dict(self.skipped),
+            **self.pixel,
+            "operating_point": dict(self.operating_point),
+            "strategies": {k: dict(v) for k, v in self.strategies.items()},
+            "per_scan_dice": {k: dict(v) for k, v in self.per_scan_dice.items()},
+            "seconds": self.seconds,
+        }
+        return _json_safe(d)
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` atomically as indented JSON."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def to_markdown(self) -> str:
+        """A Markdown summary: pixel metrics line and one table row per threshold strategy."""
+        p = self.pixel
+
+        def f(v: float, digits: int = 3) -> str:
+            return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) \
+                else f"{v:.{digits}f}"
+
+        lines = [
+            f"AUROC {f(p['auroc'])} | AUPRC {f(p['auprc'])} | AP {f(p['average_precision'])} "
+            f"— split {self.split}, {len(self.cases)} scans ({len(self.skipped)} skipped), "
+            f"slices {self.slices}, {p['n_pixels']} pixels ({self.pixels}) at "
+            f"{self.resolution}², {p['n_positive']} lesion"
+            + ("" if p["exact"] else f"; binned, error <= {p['error_bound']:.1e}"),
+            "",
+            "| threshold strategy | threshold | Dice (pooled) | IoU (pooled) "
+            "| Dice per scan (mean ± std) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, s in self.strategies.items():
+            lines.append(f"| {label} | {f(s['threshold'])} | {f(s['dice'])} | {f(s['iou'])} | "
+                         f"{f(s['dice_per_scan_mean'])} ± {f(s['dice_per_scan_std'])} |")
+        op = self.operating_point
+        per_scan = (f"{f(op['dice_per_scan_mean'])} ± {f(op['dice_per_scan_std'])}"
+                    if "dice_per_scan_mean" in op else "–")
+        lines.append(f"| best F1 — {ORACLE_NOTE} | {f(op['threshold_best'])} | "
+                     f"{f(op['dice_best'])} | {f(op['iou_best'])} | {per_scan} |")
+        return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _split_files(data: str | Path, files: list[CaseFiles], split: str,
+                 loaded: LoadedCheckpoint) -> list[CaseFiles]:
+    if split == "all":
+        return files
+    if split not in ("train", "val", "test"):
+        raise CavlogError(f"split={split!r}: expected train, val, test or all")
+    train = loaded.config.train
+    ids = split_cases([f.case_id for f in files], train.split_fractions, train.seed)[split]
+    chosen = set(ids)
+    picked = [f for f in files if f.case_id in chosen]
+    if not picked:
+        fr = ",".join(f"{x:g}" for x in train.split_fractions)
+        raise CavlogError(
+            f"{data}: the {split} split is empty ({len(files)} cases, split fractions {fr}, "
+            f"seed {train.seed}); use --split all to evaluate every case"
+        )
+    return picked
+
+
+def evaluate(
+    checkpoint: LoadedCheckpoint | str | Path,
+    data: str | Path,
+    *,
+    split: Split = "test",
+    slices: str | None = None,
+    all_pixels: bool = False,
+    device: str = "auto",
+    batch_size: int = 32,
+    exact_limit: int = EVAL_EXACT_LIMIT,
+) -> Generator[EvaluateEvent, None, EvaluationReport]:
+    """Evaluate a checkpoint on the labelled scans of a split; a generator of progress events.
+
+    Parameters
+    ----------
+    checkpoint : LoadedCheckpoint or path
+    data : path
+        Dataset root (or a case folder / NIfTI file); every evaluated case needs a ``seg``.
+    split : {"test", "val", "train", "all"}
+        The training run's seeded patient split, or every case.
+    slices : str, optional
+        ``"central:N"`` or ``"brain"``; default the checkpoint's (the paper: ``central:10``).
+    all_pixels : bool
+        Pool every pixel of the R x R slices instead of the brain only.
+    device : str
+        ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"`` | ``"mps"``.
+    batch_size : int
+        Slices per network pass.
+    exact_limit : int
+        Pooled pixels up to which metrics are exact (all scores kept in memory, 5 bytes each);
+        beyond, the binned path of :mod:`cavlog_core.metrics` with its reported error bound.
+
+    Yields
+    ------
+    EvaluateEvent
+        One per scan of the split.
+
+    Returns
+    -------
+    EvaluationReport
+        Via ``StopIteration.value``; :func:`run_evaluate` drains the generator.
+
+    Raises
+    ------
+    CavlogError
+        Empty split, a case without ground truth (named), or no scan with enough lesion.
+    """
+    t0 = time.perf_counter()
+    loaded, dev = resolve_model(checkpoint, device)
+    pre = loaded.config.preprocess
+    spec = slices or pre.slices
+    select_slices(np.ones((1, 1, 1), bool), spec)  # validates the spec before any heavy work
+    files = _split_files(data, find_cases(data), split, loaded)
+    for f in files:
+        if f.seg is None:
+            raise InputFileError(f.path, f"case {f.case_id} has no ground-truth segmentation "
+                                         "(<ID>_seg.nii.gz); evaluate needs one")
+    strategies = threshold_strategies(loaded.thresholds)
+    labels = list(strategies)
+    thr = np.array([strategies[k] for k in labels], dtype=np.float64)
+    twin = inference_modules(loaded.modules, dev)
+
+    hist = ScoreHistogram()
+    kept_scores: list[np.ndarray] | None = []
+    kept_labels: list[np.ndarray] = []
+    scan_sizes: list[int] = []  # pooled pixels of each kept scan, to split kept_scores again
+    n_kept = 0
+    totals = np.zeros((3, thr.size), dtype=np.int64)
+    per_scan: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
+    cases: list[str] = []
+    for i, f in enumerate(files):
+        case = load_case(f)
+        z = select_slices(case.brain_mask, spec, min_brain_fraction=pre.min_brain_fraction)
+        if not keep_for_evaluation(case, z, min_lesion_fraction=pre.min_lesion_fraction):
+            frac = lesion_fraction(case, z)
+            skipped[case.case_id] = (f"lesion fraction {frac:.3%} < "
+                                     f"{pre.min_lesion_fraction:.3%} on slices {spec}")
+            yield EvaluateEvent(i + 1, len(files), case.case_id, skipped=True)
+            continue
+        batch = prepare_slices(case, pre, z)
+        assert batch.lesion is not None  # keep_for_evaluation needs ground truth
+        scan = np.zeros((3, thr.size), dtype=np.int64)
+        n_before = n_kept
+        for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev,
+                                           modules=twin):
+            scores = maps.cpu().numpy()
+            stop = start + scores.shape[0]
+            lesion = batch.lesion[start:stop]
+            region = None if all_pixels else batch.brain[start:stop]
+            scan += np.stack(counts_at_thresholds(scores, lesion, thr, region))
+            hist.update(scores, lesion, region)
+            if kept_scores is not None:  # exact metrics while the pooled pixels stay small
+                s = scores.reshape(-1) if region is None else scores[region]
+                n_kept += s.size
+                if n_kept > exact_limit:
+                    kept_scores, kept_labels = None, []
+                else:
+                    kept_scores.append(s)
+                    kept_labels.append(lesion.reshape(-1) if region is None else lesion[region])
+        totals += scan
+        scan_sizes.append(n_kept - n_before)
+        dice_scan = scores_from_counts(*scan)["dice"]
+        per_scan[case.case_id] = {k: float(v) for k, v in zip(labels, dice_scan)}
+        cases.append(case.case_id)
+        yield EvaluateEvent(i + 1, len(files), case.case_id)
+
+    if not cases:
+        raise CavlogError(
+            f"{data}: no scan of the {split} split has a lesion fraction >= "
+            f"{pre.min_lesion_fraction:.3%} on slices {spec} ({len(skipped)} skipped)"
+        )
+    all_scores = all_labels = None
+    if kept_scores is not None:
+        all_scores, all_labels = np.concatenate(kept_scores), np.concatenate(kept_labels)
+        del kept_scores, kept_labels
+        curves = exact_curves(all_scores, all_labels)
+    else:
+        curves = hist.curves()
+    summary = curves.summary()
+    pixel = {k: summary[k] for k in ("auroc", "auprc", "average_precision", "n_pixels",
+                                     "n_positive", "exact", "error_bound")}
+    operating = {k: summary[k] for k in ("dice_best", "iou_best", "threshold_best")}
+    operating["note"] = ORACLE_NOTE
+    if all_scores is not None and not math.isnan(summary["threshold_best"]):
+        # Per-scan Dice at the pooled operating point (exact: every score was kept).
+        bounds = np.cumsum([0, *scan_sizes])
+        oracle = [
+            scores_from_counts(*counts_at_thresholds(all_scores[a:b], all_labels[a:b],
+                                                     [summary["threshold_best"]]))["dice"][0]
+            for a, b in itertools.pairwise(bounds)
+        ]
+        for c, v in zip(cases, oracle):
+            per_scan[c]["oracle"] = float(v)
+        operating["dice_per_scan_mean"] = float(np.mean(oracle))
+        operating["dice_per_scan_std"] = float(np.std(oracle))
+    pooled = scores_from_counts(*totals)
+    scan_dice = np.array([[per_scan[c][k] for k in labels] for c in cases]).reshape(-1, len(labels))
+    table = {
+        label: {
+            "threshold": float(thr[j]),
+            **{m: float(pooled[m][j]) for m in ("dice", "iou", "precision", "recall")},
+            "dice_per_scan_mean": float(scan_dice[:, j].mean()),
+            "dice_per_scan_std": float(scan_dice[:, j].std()),
+        }
+        for j, label in enumerate(labels)
+    }
+    return EvaluationReport(
+        checkpoint=str(loaded.meta.get("path", checkpoint)), data=str(data), split=split,
+        slices=spec, pixels="all" if all_pixels else "brain",
+        resolution=loaded.config.model.resolution, cases=cases, skipped=skipped, pixel=pixel,
+        operating_point=operating, strategies=table, per_scan_dice=per_scan,
+        pr_curve=curves.pr_curve(), seconds=time.perf_counter() - t0,
+    )
+
+
+def run_evaluate(checkpoint: LoadedCheckpoint | str | Path, data: str | Path,
+                 **kwargs: Any) -> EvaluationReport:
+    """Drain :func:`evaluate` (same arguments) and return its :class:`EvaluationReport`."""
+    gen = evaluate(checkpoint, data, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

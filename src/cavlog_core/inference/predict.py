@@ -1,0 +1,337 @@
+"""Anomaly maps for whole volumes, streamed slice by slice.
+
+Silva-Rodríguez, Naranjo & Dolz (BMVC 2021), Sec. 3.3: for every axial slice, the Grad-CAM of the
+latent mean at the constrained stage (no sigmoid) is up-sampled to the input, min-max normalised
+inside the (slightly eroded) brain, and put back into the volume. Slices run through the network
+in batches, but one :class:`PredictEvent` is yielded per slice so a GUI can display them as they
+come.
+
+Speed: inference runs on a private copy of the modules (:func:`inference_modules`) with every
+eval-mode BatchNorm folded into the convolution before it, parameters frozen (the Grad-CAM only
+needs gradients w.r.t. activations, so no weight-gradient work is done) and channels-last layout.
+The method's own map computes the Grad-CAM from the encoder alone (no decoder). On CUDA the
+batches are copied from pinned memory without blocking and run under bfloat16 autocast; on the
+CPU everything is float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import PreprocessConfig
+from ..data.io import Case, load_case
+from ..data.preprocess import SliceBatch, prepare_slices, select_slices
+from ..device import resolve_device
+from ..errors import CavlogError
+from ..models.resnet_vae import BasicBlock
+from ..training.checkpoint import LoadedCheckpoint, load_checkpoint
+from .maps import normalize_maps
+
+__all__ = [
+    "PredictEvent",
+    "PredictResult",
+    "inference_modules",
+    "iter_slice_maps",
+    "predict",
+    "predict_volume",
+    "resolve_model",
+]
+
+
+@dataclass(frozen=True)
+class PredictEvent:
+    """One processed axial slice.
+
+    Attributes
+    ----------
+    done, total : int
+        Slices finished so far (1-based) and slices to process.
+    z : int
+        Axial index of this slice in the canonical volume.
+    slice_map : (X, Y) float32 ndarray
+        Its normalised anomaly map in [0, 1] (0 outside the brain); a copy, safe to keep.
+    """
+
+    done: int
+    total: int
+    z: int
+    slice_map: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class PredictResult:
+    """Anomaly map of one volume.
+
+    Attributes
+    ----------
+    anomaly : (X, Y, Z) float32 ndarray
+        Normalised maps in [0, 1] on the case's canonical grid; 0 outside the brain and on
+        slices that were not processed.
+    z : (N,) int64 ndarray
+        Axial slices that were processed.
+    thresholds : dict of str to float
+        The checkpoint's healthy thresholds (``healthy_p85`` ... ``healthy_p99``).
+    case_id : str
+    seconds : float
+        Wall time of the whole prediction (loading the checkpoint excluded).
+    """
+
+    anomaly: np.ndarray
+    z: np.ndarray
+    thresholds: dict[str, float]
+    case_id: str = ""
+    seconds: float = 0.0
+
+    @property
+    def z_processed(self) -> np.ndarray:
+        """Alias of :attr:`z` (name used in ``docs/ARCHITECTURE.md``)."""
+        return self.z
+
+
+def resolve_model(
+    model: LoadedCheckpoint | str | Path, device: str | torch.device = "auto"
+) -> tuple[LoadedCheckpoint, torch.device]:
+    """A loaded checkpoint on the device to use.
+
+    A path is loaded with :func:`~cavlog_core.training.checkpoint.load_checkpoint`. For an
+    already loaded checkpoint, ``"auto"`` means the device its modules are on; its modules are
+    never moved (inference runs on a copy, see :func:`inference_modules`).
+    """
+    if isinstance(model, (str, Path)):
+        dev = resolve_device(device)
+        return load_checkpoint(model, device=dev), dev
+    if not isinstance(model, LoadedCheckpoint):
+        raise CavlogError(
+            f"model of type {type(model).__name__}: expected a checkpoint path or LoadedCheckpoint"
+        )
+    current = next((p.device for p in model.modules.parameters()), torch.device("cpu"))
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return model, current
+    return model, resolve_device(device)
+
+
+def _autocast(dev: torch.device) -> contextlib.AbstractContextManager:
+    if dev.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """``bn(conv(x))`` as one convolution (BatchNorm in evaluation mode is an affine map)."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True,
+                      padding_mode=conv.padding_mode, device=conv.weight.device,
+                      dtype=conv.weight.dtype)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())  # type: ignore[operator]
+    return fused
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training
+            and bn.affine and bn.running_mean is not None and bn.running_var is not None)
+
+
+def _fold_batchnorm(root: nn.Module) -> int:
+    """Fold Conv2d -> BatchNorm2d pairs in place; returns how many were folded.
+
+    Only pairs whose order is certain are touched: consecutive items of an ``nn.Sequential`` and
+    the ``conv1/bn1``, ``conv2/bn2`` pairs of the ResNet :class:`BasicBlock`.
+    """
+    n = 0
+    for module in list(root.modules()):
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if _foldable(module[i], module[i + 1]):
+                    module[i] = _fold(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+                    n += 1
+        if isinstance(module, BasicBlock):
+            for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2")):
+                conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+                if _foldable(conv, bn):
+                    setattr(module, conv_name, _fold(conv, bn))
+                    setattr(module, bn_name, nn.Identity())
+                    n += 1
+    return n
+
+
+def inference_modules(modules: nn.ModuleDict, device: torch.device) -> nn.ModuleDict:
+    """A private, faster copy of ``modules`` for inference on ``device``.
+
+    Evaluation mode, BatchNorm folded into the preceding convolutions, parameters with
+    ``requires_grad=False``, channels-last memory layout. The caller's modules are not modified
+    (training may continue on them, e.g. fine-tuning in the GUI).
+    """
+    twin = copy.deepcopy(modules).eval()
+    _fold_batchnorm(twin)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin.to(device=device, memory_format=torch.channels_last)
+
+
+def _to_device(arr: np.ndarray, dev: torch.device, *, channels_last: bool) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if dev.type == "cuda":
+        t = t.pin_memory().to(dev, non_blocking=True)
+    else:
+        t = t.to(dev)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def iter_slice_maps(
+    loaded: LoadedCheckpoint,
+    slices: SliceBatch,
+    *,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+    modules: nn.ModuleDict | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Normalised anomaly maps of prepared slices, batch by batch.
+
+    Parameters
+    ----------
+    loaded : LoadedCheckpoint
+        Method and modules (evaluation mode) on ``device``.
+    slices : SliceBatch
+        From :func:`~cavlog_core.data.preprocess.prepare_slices` with the checkpoint's
+        preprocessing (same resolution as the model).
+    batch_size : int
+        Slices per forward/backward pass.
+    device : torch.device, optional
+        Where to run (default: the device of the checkpoint's first parameter).
+    modules : nn.ModuleDict, optional
+        Prepared :func:`inference_modules` to reuse across calls (built here when None).
+
+    Yields
+    ------
+    (start, maps)
+        ``maps`` is a ``(b, 1, R, R)`` float32 Tensor in [0, 1] on ``device`` for the slices
+        ``start .. start + b - 1`` (normalised inside the brain eroded by
+        ``PreprocessConfig.mask_erosion``, 0 outside).
+    """
+    if batch_size < 1:
+        raise CavlogError(f"batch_size={batch_size}: must be >= 1")
+    dev = device or next((p.device for p in loaded.modules.parameters()), torch.device("cpu"))
+    res = loaded.config.model.resolution
+    if slices.images.shape[-1] != res:
+        raise CavlogError(
+            f"{slices.case_id}: slices at {slices.images.shape[-1]}² but the model expects {res}²"
+        )
+    erosion = loaded.config.preprocess.mask_erosion
+    twin = modules if modules is not None else inference_modules(loaded.modules, dev)
+    n = len(slices)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        images = _to_device(slices.images[start:stop], dev, channels_last=True)
+        brain = _to_device(slices.brain[start:stop], dev, channels_last=False)
+        with _autocast(dev):
+            raw = loaded.method.anomaly_maps(twin, images, brain)
+        maps = normalize_maps(raw.float(), brain, erosion=erosion)
+        yield start, maps
+
+
+def _brain_z(case: Case, spec: str | np.ndarray | None, pre: PreprocessConfig) -> np.ndarray:
+    if spec is None or (isinstance(spec, str) and spec == "brain"):
+        # Every slice holding any brain, so the output volume has no holes.
+        area = np.count_nonzero(case.brain_mask, axis=(0, 1))
+        return np.flatnonzero(area).astype(np.int64)
+    if isinstance(spec, str):
+        return select_slices(case.brain_mask, spec, min_brain_fraction=pre.min_brain_fraction)
+    return np.asarray(spec, dtype=np.int64).reshape(-1)
+
+
+def predict_volume(
+    model: LoadedCheckpoint | str | Path,
+    case: Case | str | Path,
+    *,
+    batch_size: int = 32,
+    device: str | torch.device = "auto",
+    slices: str | np.ndarray | None = "brain",
+    preprocess: PreprocessConfig | None = None,
+) -> Generator[PredictEvent, None, PredictResult]:
+    """Anomaly map of a volume; a generator of per-slice :class:`PredictEvent`.
+
+    Parameters
+    ----------
+    model : LoadedCheckpoint or path
+        A checkpoint (loaded once by the caller when predicting many cases).
+    case : Case or path
+        The scan (a path is read with :func:`~cavlog_core.data.io.load_case`).
+    batch_size : int
+        Slices per network pass.
+    device : str or torch.device
+        ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"`` | ``"mps"``.
+    slices : str, (N,) int array or None
+        ``"brain"`` (default: every axial slice with any brain voxel), ``"central:N"``, or
+        explicit indices.
+    preprocess : PreprocessConfig, optional
+        Overrides the checkpoint's preprocessing (the resolution must stay the model's).
+
+    Yields
+    ------
+    PredictEvent
+        One per slice, in increasing ``z``.
+
+    Returns
+    -------
+    PredictResult
+        Via ``StopIteration.value``; :func:`predict` drains the generator for you.
+
+    Notes
+    -----
+    Stopping early (``gen.close()``, or dropping the generator) is safe: nothing is written and
+    the checkpoint's modules are never modified (inference uses a private copy).
+    """
+    t0 = time.perf_counter()
+    loaded, dev = resolve_model(model, device)
+    if not isinstance(case, Case):
+        case = load_case(case)
+    pre = preprocess or loaded.config.preprocess
+    if pre.resolution != loaded.config.model.resolution:
+        raise CavlogError(
+            f"preprocess resolution {pre.resolution} differs from the model's "
+            f"{loaded.config.model.resolution}"
+        )
+    z = _brain_z(case, slices, pre)
+    batch = prepare_slices(case, pre, z)
+    anomaly = np.zeros(case.shape, dtype=np.float32)
+    total = len(batch)
+    done = 0
+    for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev):
+        vol = batch.geometry.to_volume(maps[:, 0].float(), order=1).clamp_(0.0, 1.0)
+        vol = vol.cpu().numpy()
+        zs = batch.z[start:start + vol.shape[0]]
+        vol *= np.moveaxis(case.brain_mask[:, :, zs], -1, 0)  # exactly 0 outside the brain
+        anomaly[:, :, zs] = np.moveaxis(vol, 0, -1)
+        for i, zi in enumerate(zs):
+            done += 1
+            yield PredictEvent(done, total, int(zi), vol[i].copy())
+    return PredictResult(anomaly, batch.z.copy(), dict(loaded.thresholds), case.case_id,
+                         time.perf_counter() - t0)
+
+
+def predict(model: LoadedCheckpoint | str | Path, case: Case | str | Path,
+            **kwargs: Any) -> PredictResult:
+    """Drain :func:`predict_volume` (same arguments) and return its :class:`PredictResult`."""
+    gen = predict_volume(model, case, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,23 @@
+"""The paper's method: constrained Grad-CAM VAE (model in :mod:`cavlog_core.models`, loss in
+:mod:`.loss`, training step and anomaly map in :mod:`.method`)."""
+
+from .loss import (
+    ConstrainedTerms,
+    barrier_active,
+    barrier_limit,
+    constrained_objective,
+    t_at,
+    uses_attention_loss,
+)
+from .method import ConstrainedVAE, unwrap
+
+__all__ = [
+    "ConstrainedTerms",
+    "ConstrainedVAE",
+    "barrier_active",
+    "barrier_limit",
+    "constrained_objective",
+    "t_at",
+    "unwrap",
+    "uses_attention_loss",
+]

@@ -1,0 +1,84 @@
+"""What :func:`cavlog_core.training.fit` yields while it runs and returns when it is done."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["FitResult", "Phase", "TrainEvent"]
+
+Phase = Literal["prepare", "warmup", "constrained", "validate", "done"]
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress of a training run: data loading, one per iteration, validation, ``"done"``.
+
+    Attributes
+    ----------
+    iteration : int
+        Iterations (batches) completed so far, 1-based; ``total_iterations`` after training.
+    total_iterations : int
+        Iterations of the whole run (``TrainConfig.iterations`` or derived from ``epochs``).
+    epoch : int
+        0-based epoch of the last batch (an epoch is one pass over the healthy training slices).
+    phase : {"prepare", "warmup", "constrained", "validate", "done"}
+        ``prepare``: slices of one more case loaded (``losses`` holds ``train_cases_done`` /
+        ``train_cases_total`` or the ``val_`` counterparts); ``warmup``: VAE loss only;
+        ``constrained``: with the attention penalty; ``validate``: computing the healthy f_c
+        share and thresholds; ``done``: checkpoint written.
+    losses : dict of str to float
+        The method's logs for the batch (``loss``, ``recon``, ``kl``, ``constraint`` ...), averaged
+        over DDP ranks; ``validate``: ``validated`` (share done); ``done``: the healthy
+        thresholds and ``healthy_fc_satisfied`` (when the method has a constraint).
+    mean_fc : float
+        Batch mean of f_c(a) = (1 - mean(a)) - p (NaN for methods without attention).
+    barrier_active : bool
+        Whether some image of the batch is in the penalty's linear / violated regime.
+    images_per_s : float
+        Training throughput over all ranks (smoothed).
+    lr : float
+        Learning rate of the first optimiser.
+    """
+
+    iteration: int
+    total_iterations: int
+    epoch: int
+    phase: Phase
+    losses: dict[str, float] = field(default_factory=dict)
+    mean_fc: float = float("nan")
+    barrier_active: bool = False
+    images_per_s: float = 0.0
+    lr: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict for the JSON-lines log."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`cavlog_core.training.fit` returns.
+
+    Attributes
+    ----------
+    checkpoint_path : Path
+        ``RUN_DIR/checkpoint.pt``.
+    iterations : int
+        Iterations completed.
+    healthy_fc_satisfied : float or None
+        Share of healthy validation slices with f_c(a) <= 0 (evaluation mode); None for methods
+        without an attention constraint.
+    thresholds : dict of str to float
+        Healthy thresholds ``{"healthy_p85": ..., "healthy_p99": ...}``.
+    history_path : Path
+        ``RUN_DIR/log.jsonl``.
+    """
+
+    checkpoint_path: Path
+    iterations: int
+    healthy_fc_satisfied: float | None
+    thresholds: dict[str, float]
+    history_path: Path

@@ -1,0 +1,470 @@
+"""Training: one generator, :func:`fit`, behind `cavlog train`/`finetune`, the GUI and benchmarks.
+
+It owns data, devices, mixed precision, DDP, logging and checkpoints; the loss and the optimiser
+step belong to the :class:`~cavlog_core.methods.base.Method` (``config.train.method``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .._atomic import atomic_write_text
+from ..config import RunConfig
+from ..device import resolve_device, warn_if_cpu_fallback
+from ..errors import CavlogError
+from ..inference.maps import normalize_maps
+from ..inference.thresholds import healthy_thresholds
+from ..methods import Batch, Method, get_method
+from .checkpoint import config_from_payload, load_weights, read_checkpoint, save_checkpoint
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+    wrap_ddp,
+)
+from .events import FitResult, TrainEvent
+
+__all__ = ["MAX_FALLBACK_VALIDATION_SLICES", "finetune_config", "fit", "run_fit"]
+
+#: When the validation split has no healthy slice, thresholds and the f_c share are computed on
+#: at most this many (seeded, random) training slices.
+MAX_FALLBACK_VALIDATION_SLICES = 1024
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+CONFIG_NAME = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slices:
+    """Training or validation slices as CPU tensors (pinned on CUDA)."""
+
+    images: Tensor  # (N, 1, R, R) float16/32
+    brain: Tensor  # (N, 1, R, R) bool
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def finetune_config(base: RunConfig, **train_overrides: Any) -> RunConfig:
+    """Configuration for fine-tuning a trained model on a folder of healthy scans.
+
+    Keeps the model and preprocessing of ``base`` (the weights must fit), uses every brain slice
+    (``slices="brain"``; lesion-free ones only where a segmentation exists), every case for
+    training (``split_fractions=(1, 0, 0)``) and no warm-up (the model is already trained);
+    ``train_overrides`` replace any other :class:`~cavlog_core.config.TrainConfig` field.
+    """
+    pre = dataclasses.replace(base.preprocess, slices="brain")
+    fields = {"split_fractions": (1.0, 0.0, 0.0), "warmup_iterations": 0, "epochs": None}
+    fields.update({k: v for k, v in train_overrides.items() if v is not None})
+    return dataclasses.replace(base, preprocess=pre,
+                               train=dataclasses.replace(base.train, **fields))
+
+
+def _seed_for(seed: int, *parts: int) -> int:
+    """A 63-bit seed mixing the run seed with counters (iteration, rank, epoch ...)."""
+    h = (seed + 0x9E3779B9) & 0xFFFFFFFFFFFFFFFF
+    for p in parts:
+        h = ((h ^ (p + 0x632BE5AB)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def _as_slices(arrays: Any, resolution: int, what: str) -> _Slices:
+    images, brain = getattr(arrays, "images", None), getattr(arrays, "brain", None)
+    if images is None or brain is None:
+        raise CavlogError(f"{what}: expected a dataset folder or SliceArrays, got "
+                          f"{type(arrays).__name__}")
+    images = torch.as_tensor(np.ascontiguousarray(images))
+    brain = torch.as_tensor(np.ascontiguousarray(brain)).bool()
+    shape = (resolution, resolution)
+    if images.dim() != 4 or images.shape[1] != 1 or tuple(images.shape[2:]) != shape \
+            or brain.shape != images.shape:
+        raise CavlogError(f"{what}: slices of shape {tuple(images.shape)} (brain "
+                          f"{tuple(brain.shape)}), expected (N, 1, {resolution}, {resolution})")
+    if not images.is_floating_point():
+        images = images.float()
+    return _Slices(images, brain)
+
+
+def _healthy_arrays(arrays: Any) -> Any:
+    from ..data import SliceArrays, healthy
+
+    return healthy(arrays) if isinstance(arrays, SliceArrays) else arrays
+
+
+def _prepare_data(
+    config: RunConfig, data: Any, val_data: Any, cache_dir: str | Path | None, info: DistInfo
+) -> Generator[TrainEvent, None, tuple[Any, Any]]:
+    """Load healthy training (and validation) slices; yields ``prepare`` events per case."""
+    from ..data import find_cases, iter_slice_arrays, split_cases
+
+    def build(cases: list, what: str, required: bool) -> Generator[TrainEvent, None, Any]:
+        gen = iter_slice_arrays(cases, config.preprocess, cache_dir=cache_dir, healthy_only=True)
+        try:
+            while True:
+                prog = next(gen)
+                yield TrainEvent(0, 0, 0, "prepare", {f"{what}_cases_done": prog.done,
+                                                        f"{what}_cases_total": prog.total})
+        except StopIteration as stop:
+            return stop.value
+        except CavlogError as err:
+            if required:
+                raise CavlogError(f"{data}: {err}") from None
+            return None
+
+    train = val = None
+    if isinstance(data, (str, Path)):
+        cases = find_cases(data)
+        split = split_cases([c.case_id for c in cases], config.train.split_fractions,
+                            config.train.seed)
+        by_split = {k: [c for c in cases if c.case_id in set(v)] for k, v in split.items()}
+        if not by_split["train"]:
+            raise CavlogError(f"{data}: the train split is empty ({len(cases)} case(s), "
+                              f"split_fractions={config.train.split_fractions})")
+        # Rank 0 fills the slice cache first; the other ranks then read it.
+        for turn in (True, False):
+            if info.is_main == turn:
+                train = yield from build(by_split["train"], "train", True)
+                if by_split["val"] and val_data is None:
+                    val = yield from build(by_split["val"], "val", False)
+            barrier(info)
+    else:
+        train = _healthy_arrays(data)
+    if val_data is not None:
+        if isinstance(val_data, (str, Path)):
+            val = yield from build(find_cases(val_data), "val", False)
+        else:
+            val = _healthy_arrays(val_data)
+    return train, val
+
+
+def _batches_for_epoch(n: int, batch_size: int, seed: int, epoch: int) -> Tensor:
+    """Seeded permutation of the ``n`` slices for ``epoch``, shaped (steps, batch)."""
+    g = torch.Generator().manual_seed(_seed_for(seed, 1, epoch))
+    perm = torch.randperm(n, generator=g)
+    if n < batch_size:
+        return perm.view(1, n)
+    steps = n // batch_size  # drop the incomplete last batch: BatchNorm prefers equal batches
+    return perm[: steps * batch_size].view(steps, batch_size)
+
+
+def _to_device(slices: _Slices, index: Tensor, device: torch.device) -> Batch:
+    images = slices.images.index_select(0, index)
+    brain = slices.brain.index_select(0, index)
+    cuda = device.type == "cuda"
+    images = images.to(device, non_blocking=cuda).float()
+    brain = brain.to(device, non_blocking=cuda)
+    if cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return Batch(images=images, brain=brain)
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``TrainConfig.amp``; full fp32 elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _validate(
+    method: Method, modules: nn.ModuleDict, slices: _Slices, config: RunConfig,
+    device: torch.device, total: int,
+) -> Generator[TrainEvent, None, tuple[float | None, dict[str, float]]]:
+    """Healthy f_c share and healthy thresholds, in evaluation mode, batch by batch."""
+    modules.eval()
+    keep = slices.brain.flatten(1).any(dim=1)
+    slices = _Slices(slices.images[keep], slices.brain[keep])
+    n = len(slices)
+    if n == 0:
+        return None, {}
+    bs = config.train.batch_size
+    joint = getattr(method, "anomaly_maps_and_fc", None)
+    sums: dict[str, float] = {}
+    satisfied = 0
+    has_fc = False
+    for start in range(0, n, bs):
+        index = torch.arange(start, min(n, start + bs))
+        batch = _to_device(slices, index, device)
+        with _autocast(device, config.train.amp):
+            if joint is not None:
+                raw, fc = joint(modules, batch.images, batch.brain)
+            else:
+                raw, fc = method.anomaly_maps(modules, batch.images, batch.brain), None
+        maps = normalize_maps(raw.float(), batch.brain, erosion=config.preprocess.mask_erosion)
+        # healthy_thresholds averages per-image percentiles: weighting batch means by their
+        # sizes gives exactly the mean over all slices.
+        for key, value in healthy_thresholds(maps, batch.brain).items():
+            sums[key] = sums.get(key, 0.0) + value * len(index)
+        if fc is not None:
+            has_fc = True
+            satisfied += int((fc <= 0).sum())
+        yield TrainEvent(total, total, 0, "validate", {"validated": min(n, start + bs) / n})
+    thresholds = {k: v / n for k, v in sums.items()}
+    return (satisfied / n if has_fc else None), thresholds
+
+
+def fit(
+    config: RunConfig,
+    data: Any,
+    *,
+    out_dir: str | Path,
+    resume: bool = False,
+    init_checkpoint: str | Path | None = None,
+    val_data: Any = None,
+    cache_dir: str | Path | None = None,
+) -> Generator[TrainEvent, None, FitResult]:
+    """Train ``config.train.method`` on healthy slices; a generator of :class:`TrainEvent`.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Preprocessing, model and training settings (ignored on ``resume`` except the device and
+        ``amp``: the checkpoint's config is used).
+    data : path or SliceArrays
+        A dataset root (``find_cases``; the seeded patient split ``split_fractions``/``seed``;
+        the lesion-free slices of the train split, ``config.preprocess.slices``) or ready
+        :class:`~cavlog_core.data.SliceArrays` (lesion slices are dropped when labelled).
+    out_dir : path
+        Run folder: ``checkpoint.pt`` (atomic, every ``checkpoint_every`` iterations and at the
+        end), ``config.json``, ``log.jsonl`` (one JSON object per logged event).
+    resume : bool
+        Continue ``out_dir/checkpoint.pt`` (weights, optimiser, iteration) to the same total.
+        Batches and noise are seeded per iteration, so on the CPU a resumed run ends with the
+        same weights as an uninterrupted one.
+    init_checkpoint : path, optional
+        Start from these weights (not the optimiser): fine-tuning, see :func:`finetune_config`.
+    val_data : path or SliceArrays, optional
+        Healthy slices for the f_c share and thresholds; default: the val split of ``data``
+        (when it is a path), else, or when that has no healthy slice, up to
+        :data:`MAX_FALLBACK_VALIDATION_SLICES` training slices.
+    cache_dir : path, optional
+        Slice cache folder for :func:`~cavlog_core.data.build_slice_arrays`.
+
+    Yields
+    ------
+    TrainEvent
+        ``prepare`` per case loaded, one per iteration (``warmup``/``constrained``), ``validate``
+        per validation batch, then ``done``.
+
+    Returns
+    -------
+    FitResult
+        Via ``StopIteration.value`` (see :func:`run_fit`).
+
+    Raises
+    ------
+    CavlogError
+        No healthy slices, an existing checkpoint without ``resume``, a checkpoint that does not
+        fit, or a NaN/Inf loss (the iteration is named; the last checkpoint on disk is kept).
+
+    Notes
+    -----
+    Under ``torchrun --nproc-per-node N`` the modules are wrapped in DistributedDataParallel
+    (NCCL on CUDA, gloo on the CPU); each global batch of ``batch_size`` is split across ranks
+    and only rank 0 writes files. CUDA runs use bf16 autocast (``amp``), channels-last and
+    pinned host memory; the CPU runs in fp32.
+    """
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    payload = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise CavlogError(f"{out_dir}: no {CHECKPOINT_NAME} to resume from")
+        payload = read_checkpoint(ckpt_path)
+        stored = config_from_payload(ckpt_path, payload)
+        config = dataclasses.replace(stored, train=dataclasses.replace(
+            stored.train, device=config.train.device, amp=config.train.amp))
+    elif ckpt_path.exists():
+        raise CavlogError(f"{ckpt_path}: already exists; resume it (--resume) or choose another "
+                          "output folder")
+
+    device = resolve_device(config.train.device)
+    warn_if_cpu_fallback(config.train.device, device)
+    info, device, created = init_distributed(device)
+    try:
+        return (yield from _fit(config, data, out_dir=out_dir, payload=payload,
+                                init_checkpoint=init_checkpoint, val_data=val_data,
+                                cache_dir=cache_dir, device=device, info=info))
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _fit(
+    config: RunConfig, data: Any, *, out_dir: Path, payload: dict | None,
+    init_checkpoint: str | Path | None, val_data: Any, cache_dir: str | Path | None,
+    device: torch.device, info: DistInfo,
+) -> Generator[TrainEvent, None, FitResult]:
+    train_cfg = config.train
+    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+    method = get_method(train_cfg.method)(config)
+    if info.world_size > train_cfg.batch_size:
+        raise CavlogError(f"batch_size={train_cfg.batch_size} is smaller than the "
+                          f"{info.world_size} DDP processes")
+
+    train_arrays, val_arrays = yield from _prepare_data(config, data, val_data, cache_dir, info)
+    res = config.model.resolution
+    train = _as_slices(train_arrays, res, "training data")
+    if len(train) == 0:
+        raise CavlogError(f"{data}: no healthy (lesion-free) slices to train on")
+    val = _as_slices(val_arrays, res, "validation data") if val_arrays is not None else None
+    if val is None or len(val) == 0:
+        g = torch.Generator().manual_seed(_seed_for(train_cfg.seed, 2))
+        pick = torch.randperm(len(train), generator=g)[:MAX_FALLBACK_VALIDATION_SLICES]
+        val = _Slices(train.images[pick], train.brain[pick])
+    if device.type == "cuda":
+        train = _Slices(train.images.pin_memory(), train.brain.pin_memory())
+
+    torch.manual_seed(_seed_for(train_cfg.seed, 0))  # same initial weights for a given seed
+    modules = method.build()
+    if payload is not None:
+        load_weights(ckpt_path, payload, modules)
+    elif init_checkpoint is not None:
+        init = read_checkpoint(init_checkpoint)
+        if init.get("method") != method.name:
+            raise CavlogError(f"{init_checkpoint}: holds method {init.get('method')!r}, not "
+                              f"{method.name!r}")
+        load_weights(init_checkpoint, init, modules)
+    modules.to(device)
+    if device.type == "cuda":
+        modules.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    optimizers = method.optimizers(modules)
+    start = 0
+    if payload is not None:
+        stored = payload.get("optimizers", {})
+        if set(stored) != set(optimizers):
+            raise CavlogError(f"{ckpt_path}: optimiser states {sorted(stored)} do not match "
+                              f"{sorted(optimizers)}")
+        for name, opt in optimizers.items():
+            opt.load_state_dict(stored[name])
+        start = int(payload.get("iteration", 0))
+    train_modules = wrap_ddp(modules, info, device)
+
+    bs = train_cfg.batch_size
+    steps_per_epoch = max(1, len(train) // bs)
+    total = (train_cfg.epochs * steps_per_epoch if train_cfg.epochs is not None
+             else train_cfg.iterations)
+    if not method.trainable:
+        total = start = 0
+    extra = {"train_slices": len(train), "val_slices": len(val), "world_size": info.world_size,
+             "data": str(data) if isinstance(data, (str, Path)) else type(data).__name__,
+             "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)}
+
+    log_file = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+        log_file = open(log_path, "a" if payload is not None else "w", encoding="utf-8")
+
+    def log(event: TrainEvent) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(_json_safe(event.to_json())) + "\n")
+            log_file.flush()
+
+    def save(iteration: int, thresholds: dict[str, float], share: float | None,
+             finished: bool) -> None:
+        if info.is_main:
+            save_checkpoint(ckpt_path, method=method, modules=modules, optimizers=optimizers,
+                            iteration=iteration, total_iterations=total, thresholds=thresholds,
+                            healthy_fc_satisfied=share, rng=_rng_state(device),
+                            extra={**extra, "finished": finished})
+
+    try:
+        lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"] if optimizers else 0.0
+        saved_any = payload is not None
+        ips = 0.0
+        epoch_batches: tuple[int, Tensor] | None = None
+        for it in range(start, total):
+            epoch, step = divmod(it, steps_per_epoch)
+            if epoch_batches is None or epoch_batches[0] != epoch:
+                epoch_batches = (epoch, _batches_for_epoch(len(train), bs, train_cfg.seed, epoch))
+            index = epoch_batches[1][step][info.rank::info.world_size]
+            # Reseeding per iteration makes sampling noise independent of where a run resumed.
+            torch.manual_seed(_seed_for(train_cfg.seed, 3, it, info.rank))
+            tic = time.perf_counter()
+            batch = _to_device(train, index, device)
+            train_modules.train()
+            with _autocast(device, train_cfg.amp):
+                logs = method.training_step(train_modules, optimizers, batch, it)
+            logs = all_reduce_mean({k: float(v) for k, v in logs.items()}, info, device)
+            speed = len(epoch_batches[1][step]) / max(time.perf_counter() - tic, 1e-9)
+            ips = speed if it == start else 0.9 * ips + 0.1 * speed
+            phase = "warmup" if it < train_cfg.warmup_iterations else "constrained"
+            event = TrainEvent(
+                iteration=it + 1, total_iterations=total, epoch=epoch, phase=phase,
+                losses=logs, mean_fc=float(logs.get("mean_fc", float("nan"))),
+                barrier_active=bool(logs.get("barrier_active", 0.0) > 0),
+                images_per_s=ips, lr=lr,
+            )
+            loss = logs.get("loss", 0.0)
+            if not math.isfinite(loss):
+                log(event)
+                kept = f"the last good checkpoint {ckpt_path} is kept" if saved_any \
+                    else "no checkpoint was written yet"
+                raise CavlogError(f"iteration {it + 1}: the loss is {loss} (NaN/Inf); training "
+                                  f"stopped ({kept}); try a lower --lr or --lam")
+            if (it + 1) % train_cfg.log_every == 0 or it == start or it + 1 == total:
+                log(event)
+            # Save before yielding: a consumer that stops after event k finds checkpoint k.
+            if (it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total:
+                save(it + 1, {}, None, finished=False)
+                saved_any = True
+            yield event
+
+        # Ranks may differ in their last BatchNorm update; keep rank 0's statistics everywhere.
+        broadcast_buffers(modules, info)
+        share, thresholds = yield from _validate(method, modules, val, config, device, total)
+        save(total, thresholds, share, finished=True)
+        summary = dict(thresholds)
+        if share is not None:
+            summary["healthy_fc_satisfied"] = share
+        done = TrainEvent(total, total, max(0, total - 1) // steps_per_epoch, "done", summary,
+                          images_per_s=ips, lr=lr)
+        log(done)
+        yield done
+        barrier(info)
+    finally:
+        if log_file is not None:
+            log_file.close()
+    return FitResult(checkpoint_path=ckpt_path, iterations=total, healthy_fc_satisfied=share,
+                     thresholds=thresholds, history_path=log_path)
+
+
+def run_fit(config: RunConfig, data: Any, **kwargs: Any) -> FitResult:
+    """Drain :func:`fit` (same arguments) and return its :class:`FitResult`."""
+    gen = fit(config, data, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,136 @@
+"""Cases <-> napari layer data, with the NIfTI geometry carried in layer metadata (no Qt).
+
+Every layer made by the plugin carries ``metadata["cavlog"]``, a dict with
+
+``case_id``
+    The scan's identifier (file-name stem).
+``source_path``
+    Where the scan came from (``""`` for generated data).
+``affine``, ``spacing``
+    The canonical (RAS) 4x4 affine and voxel spacing ``(sx, sy, sz)`` in mm.
+``geometry``
+    The original NIfTI geometry (``cavlog_core.data.io.NiftiGeometry``), so the writer can save
+    any layer back in the source scan's orientation, affine and header.
+``brain_mask``
+    The brain mask in display order (shared, not copied, between a case's layers).
+``role``
+    ``"flair"``, ``"ground_truth"``, ``"anomaly"``, ``"mask"`` or ``"errors"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._orient import from_display, scale_from_spacing, spacing_from_scale, to_display
+
+__all__ = [
+    "LayerData",
+    "case_from_layer",
+    "case_layer_data",
+    "derived_metadata",
+    "robust_contrast_limits",
+]
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+
+def robust_contrast_limits(flair: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
+    """Display window: the 0.5 and 99.5 percentiles of the intensities inside the brain."""
+    inside = flair[brain] if brain.any() else flair.ravel()
+    lo, hi = (float(v) for v in np.percentile(inside, (0.5, 99.5)))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def case_layer_data(case: Any) -> list[LayerData]:
+    """The layers of a ``cavlog_core`` ``Case``: FLAIR image and, when present, ground-truth labels.
+
+    Parameters
+    ----------
+    case : cavlog_core.data.io.Case
+        Canonical ``(X, Y, Z)`` arrays with affine, spacing and geometry.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        ``(Z, Y, X)`` display arrays (see :mod:`napari_cavlog._orient`) with ``scale`` set from the
+        voxel spacing and the geometry in ``metadata["cavlog"]``.
+    """
+    brain = to_display(np.asarray(case.brain_mask, dtype=bool))
+    base = {
+        "case_id": case.case_id,
+        "source_path": str(case.source_path or ""),
+        "affine": np.asarray(case.affine, dtype=np.float64),
+        "spacing": tuple(float(s) for s in case.spacing),
+        "geometry": case.geometry,
+        "brain_mask": brain,
+    }
+    scale = scale_from_spacing(case.spacing)
+    flair = to_display(np.asarray(case.flair, dtype=np.float32))
+    layers: list[LayerData] = [(
+        flair,
+        {
+            "name": f"{case.case_id} FLAIR",
+            "scale": scale,
+            "colormap": "gray",
+            "contrast_limits": robust_contrast_limits(flair, brain),
+            "metadata": {"cavlog": {**base, "role": "flair"}},
+        },
+        "image",
+    )]
+    if case.seg is not None:
+        layers.append((
+            to_display(np.asarray(case.seg, dtype=np.uint8)),
+            {
+                "name": f"{case.case_id} ground truth",
+                "scale": scale,
+                "opacity": 0.5,
+                "metadata": {"cavlog": {**base, "role": "ground_truth"}},
+            },
+            "labels",
+        ))
+    return layers
+
+
+def derived_metadata(source: dict[str, Any] | None, role: str) -> dict[str, Any]:
+    """``metadata`` for a layer computed from a FLAIR layer (same geometry, new role)."""
+    meta = dict((source or {}).get("cavlog", {}))
+    meta["role"] = role
+    return {"cavlog": meta}
+
+
+def case_from_layer(
+    data: np.ndarray,
+    metadata: dict[str, Any] | None,
+    scale: tuple[float, ...],
+    *,
+    name: str = "layer",
+) -> Any:
+    """Rebuild a ``cavlog_core`` ``Case`` from a FLAIR image layer's data, metadata and scale.
+
+    Layers read by this plugin carry their affine and brain mask in ``metadata["cavlog"]``.
+    Other 3D image layers are taken to be in the same display order ``(Z, Y', X)`` with the layer
+    scale as voxel spacing; their brain mask is computed by ``cavlog_core``.
+
+    Raises
+    ------
+    CavlogError
+        When the layer is not a 3D volume (one line naming the layer).
+    """
+    from cavlog_core.data.io import case_from_arrays
+    from cavlog_core.errors import CavlogError
+
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise CavlogError(f"layer {name!r}: expected a 3D volume, got shape {array.shape}")
+    meta = (metadata or {}).get("cavlog", {})
+    flair = from_display(array.astype(np.float32, copy=False))
+    brain = meta.get("brain_mask")
+    brain = from_display(brain) if brain is not None and brain.shape == array.shape else None
+    affine = meta.get("affine")
+    if affine is None:
+        affine = np.diag([*spacing_from_scale(scale), 1.0])
+    return case_from_arrays(
+        flair, brain_mask=brain, affine=np.asarray(affine), case_id=str(meta.get("case_id", name))
+    )

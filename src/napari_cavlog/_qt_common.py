@@ -1,0 +1,130 @@
+"""Qt pieces shared by the two widgets: layer pickers, device menu, status line, blocking wait."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFrame,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+__all__ = [
+    "LayerCombo", "StatusLabel", "device_combo", "scrolling_layout", "wait_until",
+]
+
+NONE_ITEM = "(none)"
+
+
+class LayerCombo(QComboBox):
+    """A menu of the viewer's layers of one kind, refreshed when layers change or it opens.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    kind : type
+        ``napari.layers.Image`` or ``napari.layers.Labels``.
+    optional : bool
+        Adds a first ``(none)`` entry.
+    """
+
+    def __init__(self, viewer: Any, kind: type, *, optional: bool = False) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._kind = kind
+        self._optional = optional
+        self.refresh()
+
+    def _names(self) -> list[str]:
+        return [layer.name for layer in self._viewer.layers if isinstance(layer, self._kind)]
+
+    def refresh(self) -> None:
+        current = self.currentText()
+        names = ([NONE_ITEM] if self._optional else []) + self._names()
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+    def layer(self) -> Any | None:
+        """The chosen layer, or None."""
+        name = self.currentText()
+        if not name or name == NONE_ITEM or name not in self._viewer.layers:
+            return None
+        return self._viewer.layers[name]
+
+    def select(self, layer: Any | None) -> None:
+        """Choose ``layer`` (None = the ``(none)`` entry)."""
+        self.refresh()
+        self.setCurrentText(NONE_ITEM if layer is None else layer.name)
+
+
+def device_combo() -> QComboBox:
+    """``auto`` followed by every device ``cavlog_core`` can use here."""
+    from cavlog_core.device import available_devices
+
+    combo = QComboBox()
+    combo.addItems(["auto", *available_devices()])
+    combo.setToolTip("auto picks CUDA, then MPS, then the CPU")
+    return combo
+
+
+class StatusLabel(QLabel):
+    """One line of status; errors in red."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def info(self, text: str) -> None:
+        self.setStyleSheet("")
+        self.setText(text)
+
+    def error(self, text: str) -> None:
+        self.setStyleSheet("color: #ff6b6b;")
+        self.setText(text)
+
+
+def wait_until(done: Any, timeout: float | None = None) -> bool:
+    """Process Qt events until ``done()`` is true (or ``timeout`` seconds); returns ``done()``."""
+    app = QApplication.instance()
+    start = time.monotonic()
+    while not done():
+        if timeout is not None and time.monotonic() - start > timeout:
+            break
+        if app is not None:
+            app.processEvents()
+        time.sleep(0.005)
+    return bool(done())
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a vertical scroll area and return the layout inside it.
+
+    The dock then stays usable on small screens instead of squeezing the napari canvas.
+    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    return QVBoxLayout(inner)

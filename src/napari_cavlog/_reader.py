@@ -1,0 +1,60 @@
+"""napari reader: BraTS case folders and single NIfTI FLAIR files (no Qt).
+
+A case folder is recognised by its FLAIR file: BraTS 2019-2021 ``<ID>_flair.nii[.gz]`` or BraTS
+2023+ ``<ID>-t2f.nii[.gz]``; its ground truth (``_seg`` / ``-seg``) becomes a labels layer. A
+single ``.nii``/``.nii.gz`` file opens as a FLAIR image. Loading, reorientation to canonical RAS
+and validation are ``cavlog_core.data.io.load_case``; the display order is
+:mod:`napari_cavlog._orient`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._layers import LayerData, case_layer_data
+
+__all__ = ["get_reader", "read_cases"]
+
+_NIFTI = (".nii", ".nii.gz")
+_FLAIR_ENDINGS = tuple(f"{tag}{ext}" for tag in ("_flair", "-t2f") for ext in _NIFTI)
+
+
+def _handles(path: str | Path) -> bool:
+    p = Path(path)
+    if p.is_dir():
+        try:
+            return any(f.name.lower().endswith(_FLAIR_ENDINGS) for f in p.iterdir() if f.is_file())
+        except OSError:
+            return False
+    return p.is_file() and p.name.lower().endswith(_NIFTI)
+
+
+def get_reader(path: str | Path | Sequence[str | Path]) -> Callable[..., list[Any]] | None:
+    """npe2 reader hook: :func:`read_cases` for case folders and NIfTI files, else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(_handles(p) for p in paths):
+        return None
+    return read_cases
+
+
+def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | list[tuple[None]]:
+    """Read case folders / NIfTI files into FLAIR image (+ ground-truth labels) layer data.
+
+    An expected failure (corrupt file, unreadable folder, ...) becomes a one-line napari error
+    notification and no layer, instead of a traceback dialog.
+    """
+    from cavlog_core.data.io import load_case
+    from cavlog_core.errors import CavlogError
+
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        try:
+            layers.extend(case_layer_data(load_case(Path(p))))
+        except CavlogError as err:
+            from napari.utils.notifications import show_error
+
+            show_error(f"napari-cavlog: {err}")
+    return layers or [(None,)]

@@ -1,0 +1,313 @@
+"""The "Fine-tune on healthy scans" dock widget.
+
+Reads its inputs, checks the cheap ones at once, and runs
+:func:`napari_cavlog._jobs.finetune_job` (``cavlog_core.training.fit``) in a napari
+``thread_worker``; the finished model is added to :data:`napari_cavlog._models.session_models`,
+where every anomaly widget of the session lists it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from ._jobs import finetune_job, finetune_problem
+from ._models import demo_checkpoint_path, session_models
+from ._qt_common import StatusLabel, device_combo, scrolling_layout, wait_until
+from ._qt_plots import LossPlot
+from ._runner import Outcome, drive
+
+__all__ = ["FineTuneWidget"]
+
+SCRATCH = "(none: train from scratch)"
+
+
+class FineTuneWidget(QWidget):
+    """Fine-tune a model (or train one) on a folder of healthy scans.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+
+    Notes
+    -----
+    The folder may hold healthy scans, or BraTS cases with ground truth (only their lesion-free
+    slices are used). Scriptable: set the fields (``folder_edit``, ``output_edit``,
+    ``iterations_spin`` ...), call :meth:`start` (``block=True`` waits) or :meth:`cancel`;
+    :attr:`result` holds the last ``FitResult``.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result: Any = None
+        self.last_error: str | None = None
+        self._worker: Any = None
+        self._cancel = threading.Event()
+        self._build_ui()
+        self._refresh_models()
+        self._models_listener = self._refresh_models_safe
+        session_models.subscribe(self._models_listener)
+        self.destroyed.connect(functools.partial(session_models.unsubscribe, self._models_listener))
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        from cavlog_core.config import ModelConfig, TrainConfig
+
+        train, model = TrainConfig(), ModelConfig()
+        root = scrolling_layout(self)
+
+        data = QGroupBox("Data")
+        form = QFormLayout(data)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("folder of healthy scans, or a BraTS folder")
+        form.addRow("Scans", _with_browse(self.folder_edit, self._browse_folder))
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText("new folder for the run (checkpoint.pt, log.jsonl)")
+        form.addRow("Output", _with_browse(self.output_edit, self._browse_output))
+        root.addWidget(data)
+
+        params = QGroupBox("Training")
+        form = QFormLayout(params)
+        self.model_combo = QComboBox()
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        form.addRow("Start from", self.model_combo)
+        self.iterations_spin = QSpinBox()
+        self.iterations_spin.setRange(1, 1_000_000)
+        self.iterations_spin.setValue(train.iterations)
+        form.addRow("Iterations", self.iterations_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 4096)
+        self.batch_spin.setValue(train.batch_size)
+        form.addRow("Batch size", self.batch_spin)
+        self.lr_spin = _float_spin(train.lr, 1e-7, 1.0, decimals=7, step=1e-5)
+        form.addRow("Learning rate", self.lr_spin)
+        self.lam_spin = _float_spin(train.lam, 0.0, 1e4, decimals=3, step=1.0)
+        form.addRow("λ (constraint weight)", self.lam_spin)
+        self.p_spin = _float_spin(train.p, 0.0, 0.999, decimals=3, step=0.05)
+        self.p_spin.setToolTip("target attention size: f_c = (1 - mean attention) - p <= 0")
+        form.addRow("p (attention size)", self.p_spin)
+        self.t_spin = _float_spin(train.t, 0.01, 1e4, decimals=2, step=1.0)
+        self.t_spin.setToolTip("extended log-barrier parameter t")
+        form.addRow("t (log-barrier)", self.t_spin)
+        self.resolution_combo = QComboBox()
+        self.resolution_combo.addItems(["64", "128", "224"])
+        self.resolution_combo.setCurrentText(str(model.resolution))
+        self.resolution_combo.setToolTip("from scratch only: a starting model fixes it")
+        form.addRow("Resolution", self.resolution_combo)
+        self.width_spin = _float_spin(model.width, 0.0625, 4.0, decimals=4, step=0.125)
+        self.width_spin.setToolTip("channel multiplier of the ResNet-18 VAE (from scratch only)")
+        form.addRow("Width", self.width_spin)
+        self.device_combo = device_combo()
+        form.addRow("Device", self.device_combo)
+        root.addWidget(params)
+
+        row = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(lambda: self.start())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(self.start_button)
+        row.addWidget(self.cancel_button)
+        root.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m iterations")
+        root.addWidget(self.progress)
+        self.status = StatusLabel()
+        root.addWidget(self.status)
+        self.plot = LossPlot()
+        root.addWidget(self.plot)
+        root.addStretch(1)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of healthy scans")
+        if path:
+            self.folder_edit.setText(path)
+
+    def _browse_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Output folder")
+        if path:
+            self.output_edit.setText(path)
+
+    # ------------------------------------------------------------------ models
+    def _refresh_models_safe(self) -> None:
+        try:
+            self._refresh_models()
+        except RuntimeError:  # the Qt object is gone (widget closed)
+            session_models.unsubscribe(self._models_listener)
+
+    def _refresh_models(self) -> None:
+        current = self.model_combo.currentData()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        demo = demo_checkpoint_path()
+        if demo.is_file():
+            self.model_combo.addItem("Demo model (synthetic data)", str(demo))
+        for entry in session_models.entries():
+            self.model_combo.addItem(entry.label, str(entry.path))
+        self.model_combo.addItem(SCRATCH, None)
+        index = self.model_combo.findData(current) if current else 0
+        self.model_combo.setCurrentIndex(max(index, 0))
+        self.model_combo.blockSignals(False)
+        self._on_model_changed()
+
+    def set_start_checkpoint(self, path: str | Path | None) -> None:
+        """Start from checkpoint ``path`` (added to the session's models), or scratch (None)."""
+        if path is None:
+            self.model_combo.setCurrentText(SCRATCH)
+            return
+        entry = session_models.add(path, origin="file")
+        self._refresh_models()
+        self.model_combo.setCurrentIndex(self.model_combo.findData(str(entry.path)))
+
+    def _start_checkpoint(self) -> Path | None:
+        data = self.model_combo.currentData()
+        return None if data is None else Path(data)
+
+    def _on_model_changed(self, _index: int = 0) -> None:
+        scratch = self._start_checkpoint() is None
+        self.resolution_combo.setEnabled(scratch)
+        self.width_spin.setEnabled(scratch)
+
+    # ------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def start(self, block: bool = False) -> Any:
+        """Check the inputs and start training; returns the worker, or None if an input is bad."""
+        if self.running:
+            self._flag("training is already running")
+            return None
+        folder, out = self.folder_edit.text(), self.output_edit.text()
+        start = self._start_checkpoint()
+        problem = finetune_problem(folder, out, start)
+        if problem is not None:
+            self._flag(problem)
+            return None
+        self.result = None
+        self.last_error = None
+        job = functools.partial(
+            finetune_job, data_dir=folder, out_dir=out, start=start,
+            iterations=self.iterations_spin.value(), lr=self.lr_spin.value(),
+            lam=self.lam_spin.value(), p=self.p_spin.value(), t=self.t_spin.value(),
+            batch_size=self.batch_spin.value(), device=self.device_combo.currentText(),
+            resolution=int(self.resolution_combo.currentText()), width=self.width_spin.value(),
+        )
+        self._cancel = threading.Event()
+        worker = create_worker(drive, job, self._cancel, _start_thread=False)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._set_running(True)
+        self.plot.reset()
+        self.progress.setRange(0, self.iterations_spin.value())
+        self.progress.setValue(0)
+        self.status.info("preparing the lesion-free slices …")
+        worker.start()
+        if block:
+            wait_until(lambda: self._worker is None)
+        return worker
+
+    def cancel(self) -> None:
+        """Stop after the current iteration."""
+        if self._worker is not None:
+            self._cancel.set()
+            self.status.info("cancelling …")
+
+    def _on_event(self, event: Any) -> None:
+        phase = getattr(event, "phase", "")
+        total = int(getattr(event, "total_iterations", 0) or 0)
+        if phase in ("warmup", "constrained"):
+            if total:
+                self.progress.setRange(0, total)
+            self.progress.setValue(int(event.iteration))
+            self.plot.append(event.iteration, event.losses.get("loss"), event.mean_fc)
+            self.status.info(f"{phase}: iteration {event.iteration}/{total}, "
+                             f"loss {event.losses.get('loss', float('nan')):.4g}, "
+                             f"mean f_c {event.mean_fc:.3f}, {event.images_per_s:.1f} images/s")
+        elif phase == "validate":
+            self.status.info("computing healthy thresholds …")
+        elif phase == "prepare":
+            done = next((v for k, v in event.losses.items() if k.endswith("_cases_done")), 0)
+            of = next((v for k, v in event.losses.items() if k.endswith("_cases_total")), 0)
+            self.status.info(f"preparing lesion-free slices: {done:g}/{of:g} scan(s)")
+
+    def _on_returned(self, outcome: Outcome[Any]) -> None:
+        out_dir = Path(self.output_edit.text()).expanduser()
+        if outcome.error is not None:
+            self._flag(outcome.error)
+            return
+        if outcome.cancelled:
+            ckpt = out_dir / "checkpoint.pt"
+            if ckpt.is_file():
+                session_models.add(ckpt, label=f"{out_dir.name} (cancelled)", origin="finetuned")
+                self.status.info(f"cancelled; the last checkpoint {ckpt} can be resumed "
+                                 "(cavlog train --resume) and is in the model list")
+            else:
+                self.status.info("cancelled before the first checkpoint was written")
+            return
+        result = outcome.result
+        self.result = result
+        entry = session_models.add(result.checkpoint_path, label=out_dir.name, origin="finetuned")
+        share = result.healthy_fc_satisfied
+        share_text = "" if share is None else f", f_c <= 0 on {100 * share:.0f} % of healthy slices"
+        self.status.info(f"done: {result.checkpoint_path} ({result.iterations} iterations"
+                         f"{share_text}); select '{entry.label}' in Anomaly segmentation")
+        show_info(f"Fine-tuned model ready: {result.checkpoint_path}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _flag(self, message: str) -> None:
+        self.last_error = message
+        self.status.error(message)
+        show_error(f"Fine-tune: {message}")
+
+
+def _float_spin(
+    value: float, lo: float, hi: float, *, decimals: int, step: float
+) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setDecimals(decimals)
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setValue(value)
+    return spin
+
+
+def _with_browse(edit: QLineEdit, callback: Any) -> QWidget:
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit, 1)
+    button = QPushButton("…")
+    button.setMaximumWidth(32)
+    button.clicked.connect(callback)
+    row.addWidget(button)
+    return box

@@ -1,0 +1,255 @@
+"""End-to-end tests of the napari widgets (Xvfb display via pytest-xvfb, pytest-qt)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari", reason="napari is not installed (pip install napari-cavlog[napari])")
+
+from cavlog_core.metrics import binary_scores, pixel_metrics
+from napari_cavlog import AnomalyWidget, FineTuneWidget, session_models
+from napari_fixtures import (
+    TINY_THRESHOLDS,
+    add_case,
+    lesion_slice,
+    make_tiny_checkpoint,
+    write_synthetic_cases,
+)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """One lesioned synthetic case folder, healthy scans for fine-tuning, a tiny checkpoint."""
+    root = tmp_path_factory.mktemp("napari_assets")
+    case = write_synthetic_cases(root / "cases", (11,), shape=(80, 80, 48))[0]
+    healthy = root / "healthy"
+    write_synthetic_cases(healthy, (21, 22), shape=(64, 64, 40), healthy=True)
+    ckpt = make_tiny_checkpoint(root / "tiny" / "checkpoint.pt")
+    return {"case": case, "healthy": healthy, "ckpt": ckpt, "root": root}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    session_models.clear()
+    yield
+    session_models.clear()
+
+
+def _widget(viewer, assets) -> AnomalyWidget:
+    add_case(viewer, assets["case"])
+    widget = AnomalyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_checkpoint(assets["ckpt"])
+    widget.device_combo.setCurrentText("cpu")
+    return widget
+
+
+def test_anomaly_widget_end_to_end(make_napari_viewer, assets):
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders black under Xvfb
+    widget = _widget(viewer, assets)
+    flair = viewer.layers["SYN_0011 FLAIR"]
+    gt_layer = viewer.layers["SYN_0011 ground truth"]
+    assert widget.flair_combo.layer() is flair and widget.gt_combo.layer() is gt_layer
+    assert widget.metrics is None
+
+    widget.run(block=True)
+    assert not widget.running and widget.analysis is not None, widget.status.text()
+    overlay = widget.anomaly_layer
+    assert overlay.data.shape == flair.data.shape and overlay.colormap.name == "inferno"
+    assert overlay.blending == "additive"
+    brain = flair.metadata["cavlog"]["brain_mask"]
+    # Min-max normalised at model resolution, then resampled to the scan: max close to 1.
+    assert 0.9 < overlay.data[brain].max() <= 1.0 and overlay.data.min() == 0.0
+    assert overlay.data[~brain].max() == 0.0
+    assert widget.progress.value() == widget.progress.maximum() > 0
+    # Starts at the checkpoint's healthy p95.
+    assert widget.threshold == pytest.approx(TINY_THRESHOLDS["healthy_p95"])
+
+    gt = np.asarray(gt_layer.data) > 0
+    results = {}
+    for t in (0.3, 0.5, 0.8):
+        widget.threshold = t
+        mask = np.asarray(widget.mask_layer.data).astype(bool)
+        np.testing.assert_array_equal(mask, brain & (overlay.data >= t))
+        assert widget.metrics == pytest.approx(binary_scores(mask, gt), abs=1e-12)
+        results[t] = (int(mask.sum()), widget.metrics["dice"])
+    counts = [results[t][0] for t in (0.3, 0.5, 0.8)]
+    assert counts[0] > counts[1] > counts[2] > 0  # a higher threshold keeps fewer voxels
+    assert len({results[t][1] for t in results}) == 3  # and the DICE follows it
+
+    # The GT operating point is the F1-best threshold: its DICE is the best one.
+    best = pixel_metrics(overlay.data, gt, mask=brain)
+    assert widget.gt_button.isEnabled()
+    widget.gt_button.click()
+    assert widget.threshold == pytest.approx(best["threshold_best"])
+    assert widget.metrics["dice"] == pytest.approx(best["dice_best"], abs=1e-9)
+    assert widget.metrics["dice"] >= max(d for _, d in results.values())
+
+    # Current slice DICE follows the viewer's slice; presets and the error overlay.
+    z = lesion_slice(gt_layer.data)
+    viewer.dims.set_current_step(0, z)
+    mask = np.asarray(widget.mask_layer.data).astype(bool)
+    assert widget.slice_metrics == pytest.approx(binary_scores(mask[z], gt[z]), abs=1e-12)
+    widget.percentile_combo.setCurrentText("p99")
+    widget.healthy_button.click()
+    assert widget.threshold == pytest.approx(TINY_THRESHOLDS["healthy_p99"])
+    widget.fixed_button.click()
+    assert widget.threshold == 0.5
+    widget.errors_check.setChecked(True)
+    errors = np.asarray(widget.error_layer.data)
+    mask = np.asarray(widget.mask_layer.data).astype(bool)
+    np.testing.assert_array_equal(errors == 1, mask & ~gt)
+    np.testing.assert_array_equal(errors == 2, gt & ~mask)
+    widget.threshold = 0.9  # the error overlay follows the threshold
+    mask = np.asarray(widget.mask_layer.data).astype(bool)
+    np.testing.assert_array_equal(np.asarray(widget.error_layer.data) == 2, gt & ~mask)
+
+    # Dropping the ground truth: no scores, same cached map.
+    widget.gt_combo.setCurrentText("(none)")
+    assert widget.metrics is None and not widget.gt_button.isEnabled()
+    assert not widget.errors_check.isChecked()
+
+    # Screenshot with the overlay visible has real, coloured pixels.
+    viewer.layers.selection.clear()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    overlay.visible = False
+    plain = viewer.screenshot(canvas_only=True, flash=False)
+    rgb = shot[..., :3].astype(int)
+    colourful = (np.abs(rgb[..., 0] - rgb[..., 2]) > 40).sum()
+    assert colourful > 200, "the inferno overlay should colour the brain"
+    assert np.abs(shot.astype(int) - plain.astype(int)).sum() > 0
+
+
+def test_anomaly_widget_cancel_and_bad_inputs(make_napari_viewer, assets, tmp_path):
+    viewer = make_napari_viewer()
+    widget = AnomalyWidget(viewer)
+    assert widget.run() is None
+    assert "FLAIR" in widget.status.text()
+
+    add_case(viewer, assets["case"])
+    widget.model_combo.setCurrentIndex(0)
+    if widget.model_combo.currentData() is None:  # demo weights absent in a source checkout
+        assert widget.run() is None and "demo model is not installed" in widget.status.text()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    widget.set_checkpoint(broken)
+    widget.run(block=True)
+    assert widget.analysis is None and "broken.pt" in widget.status.text()
+
+    widget.set_checkpoint(assets["ckpt"])
+    widget.batch_spin.setValue(1)
+    cancelled = []
+    worker = widget.run()
+    worker.yielded.connect(lambda _e: cancelled or (cancelled.append(1), widget.cancel()))
+    from napari_cavlog._qt_common import wait_until
+
+    assert wait_until(lambda: not widget.running, timeout=60)
+    assert cancelled and "cancelled" in widget.status.text()
+    assert widget.progress.value() < widget.progress.maximum()
+    assert widget.analysis is None and widget.metrics is None
+    assert widget.anomaly_layer in viewer.layers and widget.mask_layer in viewer.layers
+    assert widget.anomaly_layer.data.shape == viewer.layers["SYN_0011 FLAIR"].data.shape
+    widget.threshold = 0.4  # no analysis: nothing to threshold, no error
+    widget.run(block=True)  # and a new run works after a cancel
+    assert widget.analysis is not None
+
+
+def test_finetune_then_run_with_the_new_model(make_napari_viewer, assets, tmp_path):
+    viewer = make_napari_viewer()
+    anomaly = AnomalyWidget(viewer)
+    tune = FineTuneWidget(viewer)
+    viewer.window.add_dock_widget(tune)
+
+    # Invalid inputs are flagged before any worker starts.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tune.folder_edit.setText(str(empty))
+    tune.output_edit.setText(str(tmp_path / "run"))
+    assert tune.start() is None and "no cases found" in tune.status.text()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    tune.folder_edit.setText(str(assets["healthy"]))
+    tune.output_edit.setText(str(blocker / "run"))
+    assert tune.start() is None and "not writable" in tune.status.text()
+
+    tune.set_start_checkpoint(assets["ckpt"])
+    assert not tune.resolution_combo.isEnabled()
+    tune.output_edit.setText(str(tmp_path / "run"))
+    tune.iterations_spin.setValue(4)
+    tune.batch_spin.setValue(8)
+    tune.device_combo.setCurrentText("cpu")
+    tune.start(block=True)
+    assert tune.result is not None, tune.status.text()
+    assert tune.result.checkpoint_path.is_file() and tune.result.iterations == 4
+    assert tune.plot.points == (1, 2, 3, 4)
+    assert tune.progress.value() == 4
+    assert set(tune.result.thresholds) >= {"healthy_p95"}
+
+    # The new model is offered by the anomaly widget and runs.
+    labels = [anomaly.model_combo.itemText(i) for i in range(anomaly.model_combo.count())]
+    assert "Fine-tuned: run" in labels
+    anomaly.model_combo.setCurrentText("Fine-tuned: run")
+    add_case(viewer, assets["case"])
+    anomaly.flair_combo.setCurrentText("SYN_0011 FLAIR")
+    anomaly.device_combo.setCurrentText("cpu")
+    anomaly.run(block=True)
+    assert anomaly.analysis is not None, anomaly.status.text()
+    assert anomaly.analysis.checkpoint == tune.result.checkpoint_path
+    assert anomaly.anomaly_layer.data.max() > 0
+    assert anomaly.threshold == pytest.approx(tune.result.thresholds["healthy_p95"])
+
+    # Starting again into the same folder is refused (the run would be overwritten).
+    assert tune.start() is None and "already holds a run" in tune.status.text()
+
+
+def test_finetune_without_healthy_slices_is_reported(make_napari_viewer, assets, tmp_path):
+    import nibabel as nib
+
+    folder = write_synthetic_cases(tmp_path / "sick", (5,), shape=(64, 64, 40))[0]
+    seg_path = folder / "SYN_0005_seg.nii.gz"
+    seg = nib.load(seg_path)
+    nib.save(nib.Nifti1Image(np.full(seg.shape, 2, np.uint8), seg.affine), seg_path)
+    viewer = make_napari_viewer()
+    tune = FineTuneWidget(viewer)
+    tune.set_start_checkpoint(assets["ckpt"])
+    tune.folder_edit.setText(str(folder.parent))
+    tune.output_edit.setText(str(tmp_path / "run"))
+    tune.iterations_spin.setValue(2)
+    tune.start(block=True)
+    assert tune.result is None
+    assert "lesion-free" in tune.status.text() and tune.last_error
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_finetune_cancel_leaves_no_broken_state(make_napari_viewer, assets, tmp_path):
+    viewer = make_napari_viewer()
+    tune = FineTuneWidget(viewer)
+    tune.set_start_checkpoint(assets["ckpt"])
+    tune.folder_edit.setText(str(assets["healthy"]))
+    tune.output_edit.setText(str(tmp_path / "run"))
+    tune.iterations_spin.setValue(500)
+    tune.batch_spin.setValue(4)
+    tune.device_combo.setCurrentText("cpu")
+    worker = tune.start()
+    seen = []
+
+    def on_event(event):
+        if event.phase == "constrained" and event.iteration >= 3 and not seen:
+            seen.append(event.iteration)
+            tune.cancel()
+
+    worker.yielded.connect(on_event)
+    from napari_cavlog._qt_common import wait_until
+
+    assert wait_until(lambda: not tune.running, timeout=120)
+    assert seen and tune.result is None and "cancelled" in tune.status.text()
+    assert tune.progress.value() < 500
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    if ckpt.exists():  # when fit saves on cancel, the checkpoint must load and be resumable
+        from cavlog_core.training.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(ckpt)
+        assert 0 < loaded.meta["iteration"] < 500

@@ -1,0 +1,197 @@
+"""fit(): a tiny real training run, the data-folder route, CLI train/finetune and failure modes."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from cavlog_core import cli
+from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+from cavlog_core.data import SliceArrays
+from cavlog_core.errors import CavlogError
+from cavlog_core.methods.constrained import ConstrainedVAE
+from cavlog_core.training import FitResult, TrainEvent, fit, load_checkpoint, run_fit
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and a busy machine makes them spin.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def disks(n: int, r: int = 64, seed: int = 0) -> SliceArrays:
+    """Healthy synthetic 'slices': a textured bright disk (the brain) on a dark background."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:r, 0:r]
+    cx, cy = g.uniform(0.4 * r, 0.6 * r, (2, n))
+    rad = g.uniform(0.25 * r, 0.4 * r, n)
+    d = np.hypot(xx[None] - cx[:, None, None], yy[None] - cy[:, None, None])
+    brain = d < rad[:, None, None]
+    img = np.where(brain, 0.5 + 0.3 * np.cos(d / 3) ** 2, 0).astype(np.float16)
+    return SliceArrays(img[:, None], brain[:, None], None, np.zeros(n, np.int64),
+                       np.arange(n), ("disks",))
+
+
+def tiny_config(**train) -> RunConfig:
+    opts = {"iterations": 60, "warmup_iterations": 20, "batch_size": 16, "lr": 1e-3,
+            "log_every": 1, "device": "cpu", **train}
+    return RunConfig(preprocess=PreprocessConfig(resolution=64, slices="brain"),
+                     model=ModelConfig(resolution=64, width=0.125),
+                     train=TrainConfig(**opts))
+
+
+def drain(gen):
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def test_tiny_run_reduces_loss_and_expands_attention(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    events, result = drain(fit(cfg, disks(64), out_dir=tmp_path / "run"))
+    steps = [e for e in events if e.phase in ("warmup", "constrained")]
+    assert [e.iteration for e in steps] == list(range(1, 61))
+    assert all(isinstance(e, TrainEvent) and e.total_iterations == 60 for e in steps)
+    assert {e.phase for e in steps[:20]} == {"warmup"}
+    assert {e.phase for e in steps[20:]} == {"constrained"}
+    assert all(e.losses["constraint"] == 0 for e in steps[:20])
+    assert events[-1].phase == "done" and events[-2].phase == "validate"
+
+    def mean(key, part):
+        return float(np.mean([e.losses[key] for e in part]))
+
+    # warm-up: the VAE learns to reconstruct
+    assert mean("recon", steps[15:20]) < mean("recon", steps[:5]) - 0.05
+    # constrained phase: the barrier drives the loss down and the attention up
+    assert mean("loss", steps[-5:]) < 0.5 * mean("loss", steps[20:25])
+    assert mean("mean_attention", steps[-5:]) > mean("mean_attention", steps[15:20]) + 0.15
+    assert mean("mean_fc", steps[-5:]) < mean("mean_fc", steps[15:20]) - 0.15
+    assert steps[-1].mean_fc == steps[-1].losses["mean_fc"]
+    assert steps[-1].lr == 1e-3 and steps[-1].images_per_s > 0
+
+    assert isinstance(result, FitResult)
+    assert result.iterations == 60 and result.checkpoint_path.is_file()
+    assert 0.0 <= result.healthy_fc_satisfied <= 1.0
+    keys = ["healthy_p85", "healthy_p90", "healthy_p95", "healthy_p98", "healthy_p99"]
+    assert list(result.thresholds) == keys
+    values = [result.thresholds[k] for k in keys]
+    assert values == sorted(values) and 0 < values[0] and values[-1] <= 1
+
+    lines = [json.loads(s) for s in result.history_path.read_text().splitlines()]
+    assert [ln["iteration"] for ln in lines[:60]] == list(range(1, 61))
+    assert lines[-1]["phase"] == "done"
+    assert lines[-1]["losses"]["healthy_fc_satisfied"] == result.healthy_fc_satisfied
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert RunConfig.from_dict(stored) == cfg
+
+    ck = load_checkpoint(result.checkpoint_path)
+    assert ck.thresholds == pytest.approx(result.thresholds)
+    assert ck.meta["healthy_fc_satisfied"] == pytest.approx(result.healthy_fc_satisfied)
+    assert not ck.model.training
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = ConstrainedVAE.training_step
+
+    def flaky(self, modules, optimizers, batch, iteration):
+        logs = real(self, modules, optimizers, batch, iteration)
+        return {**logs, "loss": math.nan} if iteration == 4 else logs
+
+    monkeypatch.setattr(ConstrainedVAE, "training_step", flaky)
+    cfg = tiny_config(iterations=8, warmup_iterations=2, batch_size=4, checkpoint_every=2)
+    with pytest.raises(CavlogError, match=r"iteration 5: the loss is nan") as err:
+        run_fit(cfg, disks(8), out_dir=tmp_path)
+    assert "\n" not in str(err.value) and "last good checkpoint" in str(err.value)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck.meta["iteration"] == 4 and ck.meta["extra"]["finished"] is False
+
+
+def test_refuses_to_overwrite_and_needs_healthy_slices(tmp_path, make_case):
+    cfg = tiny_config(iterations=1, warmup_iterations=0, batch_size=2)
+    run_fit(cfg, disks(4), out_dir=tmp_path / "a")
+    with pytest.raises(CavlogError, match="already exists"):
+        run_fit(cfg, disks(4), out_dir=tmp_path / "a")
+    with pytest.raises(CavlogError, match=r"no checkpoint\.pt to resume"):
+        run_fit(cfg, disks(4), out_dir=tmp_path / "b", resume=True)
+    # every selected slice holds lesion -> one clear line
+    root = tmp_path / "sick"
+    for i in range(2):
+        make_case(f"SICK_{i}", root=root, seed=i)
+    sick = RunConfig(preprocess=PreprocessConfig(resolution=64, slices="central:2"),
+                     model=cfg.model, train=TrainConfig(**{**cfg.train.__dict__,
+                                                           "split_fractions": (1.0, 0.0, 0.0)}))
+    with pytest.raises(CavlogError, match="no lesion-free slices") as err:
+        run_fit(sick, root, out_dir=tmp_path / "c", cache_dir=tmp_path / "cache")
+    assert "\n" not in str(err.value)
+
+
+def test_epochs_and_explicit_validation_slices(tmp_path):
+    cfg = tiny_config(iterations=100, epochs=2, warmup_iterations=1, batch_size=4)
+    events, result = drain(fit(cfg, disks(9), out_dir=tmp_path, val_data=disks(5, seed=3)))
+    steps = [e for e in events if e.phase in ("warmup", "constrained")]
+    assert result.iterations == 4 and [e.epoch for e in steps] == [0, 0, 1, 1]  # 9 // 4 = 2
+    extra = load_checkpoint(result.checkpoint_path).meta["extra"]
+    assert extra["train_slices"] == 9 and extra["val_slices"] == 5
+
+
+def _cli(monkeypatch, argv):
+    # Only the two subcommands under test, so the test does not depend on the others.
+    monkeypatch.setattr(cli, "SUBCOMMANDS", ("train", "finetune"))
+    return cli.main([str(a) for a in argv])
+
+
+def test_cli_train_on_a_folder_then_finetune(tmp_path, make_case, monkeypatch, capsys):
+    root = tmp_path / "data"
+    for i in range(3):
+        make_case(f"H_{i}", root=root, seed=i, lesion=False)
+    make_case("L_0", root=root, seed=9, lesion=True)
+    common = ["--device", "cpu", "--cache-dir", tmp_path / "cache"]
+    rc = _cli(monkeypatch, [
+        "train", root, "--out", tmp_path / "run", "--resolution", 64, "--width", 0.125,
+        "--iterations", 4, "--warmup-iterations", 2, "--batch-size", 4, "--lr", 1e-3,
+        "--slices", "brain", "--split-fractions", "1,0,0", "--log-every", 2, *common])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "checkpoint:" in out and "healthy slices with f_c(a) <= 0" in out and "p95=" in out
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck.config.model.width == 0.125 and ck.config.train.iterations == 4
+    assert ck.meta["extra"]["train_slices"] > 8  # lesion-free slices of all four cases
+
+    argv = ["finetune", tmp_path / "run" / "checkpoint.pt", root / "H_0", "--out", tmp_path / "ft",
+            "--iterations", 2, "--batch-size", 2, "--device", "auto", "--cache-dir",
+            tmp_path / "cache"]
+    capsys.readouterr()
+    with warnings.catch_warnings():  # whatever -W says; also undoes main()'s showwarning
+        warnings.simplefilter("always")
+        rc = _cli(monkeypatch, argv)
+    assert rc == 0
+    if not torch.cuda.is_available():  # auto on a CPU-only machine: one warning line
+        assert "cavlog: warning: no GPU found: running on the CPU\n" in capsys.readouterr().err
+    ft = load_checkpoint(tmp_path / "ft" / "checkpoint.pt")
+    assert ft.config.preprocess.slices == "brain" and ft.config.train.warmup_iterations == 0
+    assert ft.config.train.iterations == 2 and ft.meta["extra"]["init_checkpoint"]
+
+    # expected failures: one line on stderr, exit 2
+    capsys.readouterr()
+    rc = _cli(monkeypatch, ["train", root, "--out", tmp_path / "x", "--resolution", 100])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "resolution=100" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    rc = _cli(monkeypatch, ["finetune", bad, root, "--out", tmp_path / "y"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and str(bad) in err
+    if not torch.cuda.is_available():
+        rc = _cli(monkeypatch, ["train", root, "--out", tmp_path / "z", "--device", "cuda"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "CUDA is not available" in err
