@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     focus = gt if gt is not None and gt.any() else widget.mask_layer.data
     z = int(np.argmax(np.asarray(focus).reshape(focus.shape[0], -1).sum(axis=1)))
     viewer.dims.set_current_step(0, z)
+    if widget.gt_combo.layer() is not None:  # expert outline on top, in its own colours
+        gt_layer = widget.gt_combo.layer()
+        gt_layer.contour, gt_layer.opacity = 1, 1.0
+        viewer.layers.move(viewer.layers.index(gt_layer), len(viewer.layers))
     viewer.layers.selection.active = widget.anomaly_layer
     viewer.reset_view()
     wait_until(lambda: False, timeout=1.0)  # let Qt lay out and draw everything

@@ -28,6 +28,15 @@ from cavlog_core.methods import list_methods
 from cavlog_core.training import read_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread avoids spin-waiting on a busy 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _base(**train) -> RunConfig:
     fields = {"iterations": 4, "warmup_iterations": 1, "batch_size": 4, "checkpoint_every": 2,
               "split_fractions": (0.5, 0.25, 0.25), "device": "cpu", **train}
@@ -69,6 +78,11 @@ def test_settings_cover_table_1_and_the_ablations():
     with pytest.raises(CavlogError, match="unknown"):
         ablation("dropout")
     assert config_difference(json.loads(json.dumps(base.to_dict())), base) is None
+    older = json.loads(json.dumps(base.to_dict()))
+    del older["model"]["latent_dim"]  # a field a later version added: its default applies
+    assert config_difference(older, base) is None
+    older["model"]["bogus"] = 1
+    assert "not readable" in config_difference(older, base)
     other = _base(iterations=5, device="cuda")  # device is free, iterations is not
     assert "iterations" in config_difference(json.loads(json.dumps(base.to_dict())), other)
 

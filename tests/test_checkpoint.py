@@ -133,3 +133,41 @@ def test_corrupt_foreign_and_unsafe_files_fail_with_one_line(tmp_path):
         assert "\n" not in msg and str(tmp_path / name) in msg, msg
         if pattern:
             assert any(p in msg for p in pattern.split("|")), msg
+
+
+def test_closing_fit_early_leaves_a_resumable_checkpoint(tmp_path):
+    """A cancelled run (generator closed after iteration k) is saved at k and resumes to the end."""
+    import numpy as np
+    import torch
+
+    from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+    from cavlog_core._progress import drain
+    from cavlog_core.data.dataset import SliceArrays
+    from cavlog_core.training.checkpoint import read_checkpoint
+    from cavlog_core.training.fit import fit
+
+    torch.manual_seed(0)
+    r = 64
+    yy, xx = np.mgrid[:r, :r]
+    disk = ((yy - r / 2) ** 2 + (xx - r / 2) ** 2) < (r * 0.4) ** 2
+    images = np.stack([disk * (0.5 + 0.1 * i / 16) for i in range(16)])[:, None].astype(np.float32)
+    arrays = SliceArrays(images=images, brain=np.repeat(disk[None, None], 16, 0),
+                         lesion=None, case_index=np.zeros(16, np.int64),
+                         z=np.arange(16, dtype=np.int64), case_ids=("c0",))
+    config = RunConfig(preprocess=PreprocessConfig(resolution=r, slices="brain"),
+                       model=ModelConfig(resolution=r, width=0.125),
+                       train=TrainConfig(iterations=6, warmup_iterations=2, batch_size=4,
+                                         device="cpu", checkpoint_every=1000))
+    gen = fit(config, arrays, out_dir=tmp_path)
+    done = 0
+    for event in gen:
+        if event.phase in ("warmup", "constrained"):
+            done = event.iteration
+            if done == 3:
+                break
+    gen.close()
+    payload = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert payload["iteration"] == 3
+    result = drain(fit(config, arrays, out_dir=tmp_path, resume=True))
+    assert result.iterations == 6
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 6

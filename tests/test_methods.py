@@ -25,6 +25,15 @@ R = 64
 BASELINES = sorted(set(list_methods()) - {"constrained"})  # "constrained" is tested elsewhere
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread avoids spin-waiting on a busy 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(method: str, **train) -> RunConfig:
     fields = {"method": method, "iterations": 3, "warmup_iterations": 1, "batch_size": 4, **train}
     return RunConfig(preprocess=PreprocessConfig(resolution=R),

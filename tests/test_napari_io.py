@@ -131,3 +131,18 @@ def test_viewer_opens_and_saves_through_the_plugin(make_napari_viewer, make_case
                                                       plugin="napari-cavlog")
     stored = np.asarray(nib.load(saved[0]).dataobj)
     np.testing.assert_array_equal(stored, phantom((24, 20, 12))[1])
+
+
+def test_plugin_widgets_and_sample_through_napari(make_napari_viewer):
+    from napari_cavlog import AnomalyWidget, FineTuneWidget
+
+    viewer = make_napari_viewer()
+    _, anomaly = viewer.window.add_plugin_dock_widget("napari-cavlog", "Anomaly segmentation")
+    _, tune = viewer.window.add_plugin_dock_widget("napari-cavlog", "Fine-tune on healthy scans")
+    assert isinstance(anomaly, AnomalyWidget) and isinstance(tune, FineTuneWidget)
+    # napari hands plugin widgets a public-API proxy of the viewer: it must be enough.
+    layers = viewer.open_sample("napari-cavlog", "synthetic_case")
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+    # The widget picked the sample's FLAIR and its ground truth by itself.
+    assert anomaly.flair_combo.currentText() == layers[0].name
+    assert anomaly.gt_combo.currentText() == layers[1].name

@@ -193,3 +193,26 @@ def test_plugin_imports_no_qt_outside_widgets():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_training_config_for_finetuning_and_from_scratch():
+    from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+    from napari_cavlog._jobs import training_config
+
+    base = RunConfig(preprocess=PreprocessConfig(resolution=128, slices="central:10"),
+                     model=ModelConfig(resolution=128, width=0.25))
+    kw = dict(iterations=50, lr=3e-4, lam=5.0, p=0.3, t=10.0, batch_size=16, device="cpu",
+              resolution=64, width=0.5)
+    tuned = training_config(base, **kw)
+    assert tuned.model == base.model  # the weights fix the architecture
+    assert tuned.preprocess.resolution == 128 and tuned.preprocess.slices == "brain"
+    t = tuned.train
+    assert (t.iterations, t.lr, t.lam, t.p, t.t, t.batch_size, t.device) == (
+        50, 3e-4, 5.0, 0.3, 10.0, 16, "cpu")
+    assert t.warmup_iterations == 0 and t.split_fractions == (1.0, 0.0, 0.0)
+    assert t.checkpoint_every == 50
+
+    scratch = training_config(None, **kw)
+    assert scratch.model.resolution == scratch.preprocess.resolution == 64
+    assert scratch.model.width == 0.5
+    assert scratch.train.warmup_iterations == min(TrainConfig().warmup_iterations, 10)

@@ -26,7 +26,7 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("napari_assets")
     case = write_synthetic_cases(root / "cases", (11,), shape=(80, 80, 48))[0]
     healthy = root / "healthy"
-    write_synthetic_cases(healthy, (21, 22), shape=(64, 64, 40), healthy=True)
+    write_synthetic_cases(healthy, (21,), shape=(64, 64, 32), healthy=True)
     ckpt = make_tiny_checkpoint(root / "tiny" / "checkpoint.pt")
     return {"case": case, "healthy": healthy, "ckpt": ckpt, "root": root}
 
@@ -103,9 +103,12 @@ def test_anomaly_widget_end_to_end(make_napari_viewer, assets):
     mask = np.asarray(widget.mask_layer.data).astype(bool)
     np.testing.assert_array_equal(errors == 1, mask & ~gt)
     np.testing.assert_array_equal(errors == 2, gt & ~mask)
-    widget.threshold = 0.9  # the error overlay follows the threshold
+    widget.threshold = 0.9  # the error overlay follows the threshold: the shown slice at once,
     mask = np.asarray(widget.mask_layer.data).astype(bool)
+    np.testing.assert_array_equal(np.asarray(widget.error_layer.data)[z] == 2, gt[z] & ~mask[z])
+    widget.flush()  # the whole volume once the threshold settles
     np.testing.assert_array_equal(np.asarray(widget.error_layer.data) == 2, gt & ~mask)
+    np.testing.assert_array_equal(np.asarray(widget.error_layer.data) == 1, mask & ~gt)
 
     # Dropping the ground truth: no scores, same cached map.
     widget.gt_combo.setCurrentText("(none)")
@@ -153,6 +156,7 @@ def test_anomaly_widget_cancel_and_bad_inputs(make_napari_viewer, assets, tmp_pa
     assert widget.anomaly_layer in viewer.layers and widget.mask_layer in viewer.layers
     assert widget.anomaly_layer.data.shape == viewer.layers["SYN_0011 FLAIR"].data.shape
     widget.threshold = 0.4  # no analysis: nothing to threshold, no error
+    widget.batch_spin.setValue(32)
     widget.run(block=True)  # and a new run works after a cancel
     assert widget.analysis is not None
 
@@ -178,14 +182,14 @@ def test_finetune_then_run_with_the_new_model(make_napari_viewer, assets, tmp_pa
     tune.set_start_checkpoint(assets["ckpt"])
     assert not tune.resolution_combo.isEnabled()
     tune.output_edit.setText(str(tmp_path / "run"))
-    tune.iterations_spin.setValue(4)
+    tune.iterations_spin.setValue(3)
     tune.batch_spin.setValue(8)
     tune.device_combo.setCurrentText("cpu")
     tune.start(block=True)
     assert tune.result is not None, tune.status.text()
-    assert tune.result.checkpoint_path.is_file() and tune.result.iterations == 4
-    assert tune.plot.points == (1, 2, 3, 4)
-    assert tune.progress.value() == 4
+    assert tune.result.checkpoint_path.is_file() and tune.result.iterations == 3
+    assert tune.plot.points == (1, 2, 3)
+    assert tune.progress.value() == 3
     assert set(tune.result.thresholds) >= {"healthy_p95"}
 
     # The new model is offered by the anomaly widget and runs.
@@ -237,7 +241,7 @@ def test_finetune_cancel_leaves_no_broken_state(make_napari_viewer, assets, tmp_
     seen = []
 
     def on_event(event):
-        if event.phase == "constrained" and event.iteration >= 3 and not seen:
+        if event.phase == "constrained" and not seen:
             seen.append(event.iteration)
             tune.cancel()
 

@@ -34,8 +34,7 @@ class PreprocessConfig:
         Side of the square model input; slices are resized preserving aspect and zero-padded.
     slices : str
         ``"central:N"`` (the paper's N central axial slices of the brain) or ``"brain"``
-        (every axial
-        slice whose brain area is at least ``min_brain_fraction`` of the largest one).
+        (every axial slice whose brain area is at least ``min_brain_fraction`` of the largest).
     min_brain_fraction : float
         Used by ``slices="brain"`` and by inference to skip slices with almost no brain.
     percentiles : tuple of float
@@ -95,6 +94,11 @@ class ModelConfig:
     latent_dim: int = 32
     cam_stage: int = 1
     dropout: float = 0.0
+    #: How the attention map is formed from the CAM-stage activations A (see
+    #: :mod:`cavlog_core.models.gradcam`): "gradient" (the paper's Grad-CAM), "gradient-frozen-bn"
+    #: (Grad-CAM with the later BatchNorms' batch statistics held constant) or "mean" (channel
+    #: mean of A, as the authors' released code).
+    cam_weights: str = "gradient"
 
     def __post_init__(self) -> None:
         _check(
@@ -105,6 +109,10 @@ class ModelConfig:
         _check(self.latent_dim >= 1, f"latent_dim={self.latent_dim}: must be >= 1")
         _check(self.cam_stage in (1, 2, 3, 4), f"cam_stage={self.cam_stage}: must be 1, 2, 3 or 4")
         _check(0 <= self.dropout < 1, f"dropout={self.dropout}: must be in [0, 1)")
+        _check(
+            self.cam_weights in ("gradient", "gradient-frozen-bn", "mean"),
+            f"cam_weights={self.cam_weights!r}: expected gradient, gradient-frozen-bn or mean",
+        )
 
 
 @dataclass(frozen=True)

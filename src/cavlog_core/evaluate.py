@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._atomic import atomic_write_text
+from ._progress import drain
 from .data.io import CaseFiles, find_cases, load_case
 from .data.preprocess import prepare_slices, select_slices
 from .data.splits import keep_for_evaluation, lesion_fraction, split_cases
@@ -356,9 +357,4 @@ def evaluate(
 def run_evaluate(checkpoint: LoadedCheckpoint | str | Path, data: str | Path,
                  **kwargs: Any) -> EvaluationReport:
     """Drain :func:`evaluate` (same arguments) and return its :class:`EvaluationReport`."""
-    gen = evaluate(checkpoint, data, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(evaluate(checkpoint, data, **kwargs))

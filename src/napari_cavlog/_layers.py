@@ -26,6 +26,7 @@ import numpy as np
 from ._orient import from_display, scale_from_spacing, spacing_from_scale, to_display
 
 __all__ = [
+    "GT_COLORS",
     "LayerData",
     "case_from_layer",
     "case_layer_data",
@@ -34,6 +35,14 @@ __all__ = [
 ]
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+#: BraTS ground-truth colours: necrotic/non-enhancing core red, oedema yellow, enhancing orange
+#: (label 4 up to BraTS 2021, 3 from 2023). Distinct from the plugin's mask (cyan) and error
+#: (magenta / green) colours.
+GT_COLORS: dict[int | None, str] = {
+    None: "transparent", 0: "transparent", 1: "#ff3030", 2: "#ffd700", 3: "#ff8c00",
+    4: "#ff8c00",
+}
 
 
 def robust_contrast_limits(flair: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
@@ -86,6 +95,7 @@ def case_layer_data(case: Any) -> list[LayerData]:
                 "name": f"{case.case_id} ground truth",
                 "scale": scale,
                 "opacity": 0.5,
+                "colormap": dict(GT_COLORS),
                 "metadata": {"cavlog": {**base, "role": "ground_truth"}},
             },
             "labels",

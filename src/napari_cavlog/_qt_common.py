@@ -17,7 +17,8 @@ from qtpy.QtWidgets import (
 )
 
 __all__ = [
-    "LayerCombo", "StatusLabel", "device_combo", "scrolling_layout", "wait_until",
+    "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width", "scrolling_layout",
+    "wait_until",
 ]
 
 NONE_ITEM = "(none)"
@@ -40,6 +41,9 @@ class LayerCombo(QComboBox):
         self._viewer = viewer
         self._kind = kind
         self._optional = optional
+        # Long layer names must not widen the dock: elide instead.
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(14)
         self.refresh()
 
     def _names(self) -> list[str]:
@@ -124,7 +128,16 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
     area = QScrollArea()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     inner = QWidget()
     area.setWidget(inner)
     outer.addWidget(area)
     return QVBoxLayout(inner)
+
+
+def fit_scroll_width(widget: QWidget) -> None:
+    """Make the dock at least as wide as the content of :func:`scrolling_layout` needs."""
+    area = widget.findChild(QScrollArea)
+    if area is not None and area.widget() is not None:
+        bar = area.verticalScrollBar().sizeHint().width()
+        area.setMinimumWidth(area.widget().minimumSizeHint().width() + bar + 4)

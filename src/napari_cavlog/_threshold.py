@@ -144,17 +144,22 @@ class ThresholdCache:
         fp = int(np.count_nonzero(pred)) - tp
         return scores_from_counts(tp, fp, int(np.count_nonzero(gt)) - tp)
 
-    def errors(self) -> np.ndarray:
+    def errors(self, index: int | None = None) -> np.ndarray:
         """Update and return :attr:`error_buffer` from the current :attr:`buffer`.
 
         Labels: 0 agreement, 1 false positive, 2 false negative (``uint8``, the cache's shape).
-        Only the bounding box of brain and lesion is rewritten: nothing changes outside it.
+        Only the bounding box of brain and lesion is rewritten (nothing changes outside it);
+        with ``index``, only that slice of axis 0 (a live preview while the threshold moves).
         """
         if self._gt_u8 is None:
             raise ValueError("no ground truth: error labels need one")
         if self.error_buffer is None:
             self.error_buffer = np.zeros(self.shape, np.uint8)
         box = self._error_box
+        if index is not None:
+            if not box[0].start <= index < box[0].stop:
+                return self.error_buffer
+            box = (slice(index, index + 1), *box[1:])
         out = self.error_buffer[box]
         gt = self._gt_u8[box]
         # pred XOR gt marks the errors; shifting by gt turns the missed lesion voxels into 2.

@@ -19,7 +19,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -41,7 +41,14 @@ from ._jobs import Analysis, analysis_job, gt_operating_point
 from ._layers import derived_metadata
 from ._models import ModelEntry, demo_checkpoint_path, session_models
 from ._orient import slice_to_display
-from ._qt_common import LayerCombo, StatusLabel, device_combo, scrolling_layout, wait_until
+from ._qt_common import (
+    LayerCombo,
+    StatusLabel,
+    device_combo,
+    fit_scroll_width,
+    scrolling_layout,
+    wait_until,
+)
 from ._qt_plots import ThresholdExplorer
 from ._runner import Outcome, drive
 from ._threshold import ThresholdCache
@@ -58,6 +65,7 @@ def _label_colors(colors: dict[int, str]) -> DirectLabelColormap:
     """A fresh colormap per layer (napari keeps per-layer state on it)."""
     return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", **colors})
 _REFRESH_EVERY_S = 0.1  # overlay redraw rate while slices stream in
+_SETTLE_MS = 150  # full error labels and thumbnails once the threshold stops moving
 
 
 class AnomalyWidget(QWidget):
@@ -86,15 +94,31 @@ class AnomalyWidget(QWidget):
         self._threshold = 0.5
         self._last_refresh = 0.0
         self._slice_metrics: dict[str, float] | None = None
+        self._settle_timer = QTimer(self)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(_SETTLE_MS)
+        self._settle_timer.timeout.connect(self._settle)
         self._build_ui()
+        fit_scroll_width(self)
         self._refresh_models()
 
         self._models_listener = self._refresh_models_safe
         session_models.subscribe(self._models_listener)
-        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
-        self.viewer.dims.events.current_step.connect(self._on_step)
-        self.destroyed.connect(functools.partial(session_models.unsubscribe, self._models_listener))
+        handlers = (
+            (self.viewer.layers.events.inserted, self._on_layer_inserted),
+            (self.viewer.layers.events.removed, self._on_layer_removed),
+            (self.viewer.dims.events.current_step, self._on_step),
+        )
+        for emitter, callback in handlers:
+            emitter.connect(callback)
+        listener = self._models_listener
+
+        def _disconnect(*_args: Any) -> None:  # the viewer may outlive this widget
+            session_models.unsubscribe(listener)
+            for emitter, callback in handlers:
+                emitter.disconnect(callback)
+
+        self.destroyed.connect(_disconnect)
         self._select_default_layers()
 
     # ------------------------------------------------------------------ UI
@@ -115,7 +139,11 @@ class AnomalyWidget(QWidget):
         model = QGroupBox("Model")
         form = QFormLayout(model)
         self.model_combo = QComboBox()
-        self.open_button = QPushButton("Checkpoint file…")
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(14)
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("add a checkpoint file (cavlog train / finetune output)")
         self.open_button.clicked.connect(self._pick_checkpoint)
         row = QHBoxLayout()
         row.addWidget(self.model_combo, 1)
@@ -181,10 +209,10 @@ class AnomalyWidget(QWidget):
         form = QFormLayout(overlay)
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(70)
+        self.opacity_slider.setValue(60)
         self.opacity_slider.valueChanged.connect(self._on_opacity)
         form.addRow("Map opacity", self.opacity_slider)
-        self.errors_check = QCheckBox("Show errors (false positive magenta, false negative green)")
+        self.errors_check = QCheckBox("Show errors (FP magenta, FN green)")
         self.errors_check.toggled.connect(self._on_errors_toggled)
         form.addRow(self.errors_check)
         root.addWidget(overlay)
@@ -400,10 +428,12 @@ class AnomalyWidget(QWidget):
         layer.contrast_limits = (0.0, 1.0)
         mask = self._add_or_reuse("mask_layer", lambda: self.viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=f"{flair.name} mask",
-            colormap=_label_colors(_MASK_COLORS), opacity=0.6, scale=flair.scale,
+            colormap=_label_colors(_MASK_COLORS), opacity=0.9, scale=flair.scale,
             translate=flair.translate, metadata=derived_metadata(flair.metadata, "mask")))
         _reset_labels(mask, shape)
         mask.scale = flair.scale
+        if mask.contour == 0:  # an outline keeps the map visible under the mask
+            mask.contour = 2
         if self.error_layer is not None and self.error_layer in self.viewer.layers:
             _reset_labels(self.error_layer, shape)
 
@@ -434,6 +464,8 @@ class AnomalyWidget(QWidget):
             self.anomaly_layer.contrast_limits = (0.0, 1.0)
         if self.mask_layer is not None and self.mask_layer.data is not analysis.cache.buffer:
             self.mask_layer.data = analysis.cache.buffer
+        if analysis.cache.gt is None:
+            self.errors_check.setChecked(False)
         self._update_preset_buttons()
         self._update_explorer()
         preset = analysis.thresholds.get("healthy_p95")
@@ -496,7 +528,12 @@ class AnomalyWidget(QWidget):
         self._apply_threshold()
 
     def _apply_threshold(self) -> None:
-        """The slider callback path: mask + scores from the cache, then light layer refreshes."""
+        """The slider callback path: mask + scores from the cache, then light layer refreshes.
+
+        The full-volume error labels and the layer thumbnails are brought up to date once the
+        threshold has stopped moving (:meth:`_settle`); until then the error overlay is updated
+        on the displayed slice only.
+        """
         analysis = self.analysis
         if analysis is None:
             return
@@ -506,17 +543,35 @@ class AnomalyWidget(QWidget):
             if self.mask_layer.data is not cache.buffer:
                 self.mask_layer.data = cache.buffer
             else:
-                self.mask_layer.refresh()
+                self.mask_layer.refresh(extent=False, thumbnail=False, highlight=False)
         if self.error_layer is not None and cache.gt is not None:
-            errors = cache.errors()
+            errors = cache.errors(index=self._current_z())
             if self.error_layer.data is errors:
-                self.error_layer.refresh()
+                self.error_layer.refresh(extent=False, thumbnail=False, highlight=False)
             else:
                 self.error_layer.data = errors
         metrics = cache.metrics(self._threshold)
         self._show_metrics(metrics, cache.n_positive(self._threshold))
         self._update_slice_metrics()
         self.explorer.set_threshold(self._threshold, metrics)
+        self._settle_timer.start()
+
+    def _settle(self) -> None:
+        """After the threshold settles: full error labels and thumbnails."""
+        analysis = self.analysis
+        if analysis is None:
+            return
+        if self.error_layer is not None and analysis.cache.gt is not None:
+            analysis.cache.errors()
+            self.error_layer.refresh(extent=False)
+        if self.mask_layer is not None:
+            self.mask_layer.refresh(extent=False)
+
+    def flush(self) -> None:
+        """Apply any deferred update now (scripts and tests reading the layers)."""
+        if self._settle_timer.isActive():
+            self._settle_timer.stop()
+            self._settle()
 
     def _show_metrics(self, metrics: dict[str, float] | None, positives: int) -> None:
         for key in ("dice", "iou", "precision", "recall"):
@@ -545,6 +600,7 @@ class AnomalyWidget(QWidget):
 
     def _on_step(self, event: Any = None) -> None:
         if self.analysis is not None:
+            self.flush()  # the error labels of the new slice must be current
             self._update_slice_metrics()
 
     def _update_explorer(self) -> None:

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 
 from ._jobs import finetune_job, finetune_problem
 from ._models import demo_checkpoint_path, session_models
-from ._qt_common import StatusLabel, device_combo, scrolling_layout, wait_until
+from ._qt_common import StatusLabel, device_combo, fit_scroll_width, scrolling_layout, wait_until
 from ._qt_plots import LossPlot
 from ._runner import Outcome, drive
 
@@ -63,6 +63,7 @@ class FineTuneWidget(QWidget):
         self._worker: Any = None
         self._cancel = threading.Event()
         self._build_ui()
+        fit_scroll_width(self)
         self._refresh_models()
         self._models_listener = self._refresh_models_safe
         session_models.subscribe(self._models_listener)
@@ -88,6 +89,9 @@ class FineTuneWidget(QWidget):
         params = QGroupBox("Training")
         form = QFormLayout(params)
         self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(14)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
         form.addRow("Start from", self.model_combo)
         self.iterations_spin = QSpinBox()
@@ -262,8 +266,8 @@ class FineTuneWidget(QWidget):
             ckpt = out_dir / "checkpoint.pt"
             if ckpt.is_file():
                 session_models.add(ckpt, label=f"{out_dir.name} (cancelled)", origin="finetuned")
-                self.status.info(f"cancelled; the last checkpoint {ckpt} can be resumed "
-                                 "(cavlog train --resume) and is in the model list")
+                self.status.info(f"cancelled; the last checkpoint {ckpt} is in the model list "
+                                 "and can be resumed (cavlog finetune ... --resume)")
             else:
                 self.status.info("cancelled before the first checkpoint was written")
             return

@@ -140,14 +140,14 @@ def plot_pr_curves(results: Sequence[RunResult], path: Path, *, title: str) -> P
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7.5, 6))
     groups = aggregate(results)
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10")
     for i, (label, runs) in enumerate(groups.items()):
         r = min(runs, key=lambda x: x.seed)
         curve = r.data.get("pr_curve", {})
         if not curve.get("recall"):
             continue
-        style = "-" if i < 10 else "--"
-        ax.plot(curve["recall"], curve["precision"], style, color=cmap(i % 20), lw=1.6,
+        style = ("-", "--", ":")[min(i // 10, 2)]  # 10 colours, then the next line style
+        ax.plot(curve["recall"], curve["precision"], style, color=cmap(i % 10), lw=1.6,
                 label=f"{label} (AUPRC {_get(r.metrics, ('auprc',)):.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)

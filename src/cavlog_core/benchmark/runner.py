@@ -86,13 +86,13 @@ class BenchmarkData:
     """The fixed split and the preprocessed training / validation slices shared by every run.
 
     ``val`` is None when the validation split has no healthy slice (``fit`` then computes the
-    healthy thresholds on training slices).
+    healthy thresholds on training slices); both are None when only the split was asked for.
     """
 
     root: Path
     split: dict[str, list[str]]
     split_seed: int
-    train: SliceArrays
+    train: SliceArrays | None
     val: SliceArrays | None
 
 
@@ -114,10 +114,11 @@ class RunResult:
 
 def prepare_data(
     root: str | Path, base: RunConfig, *, split_seed: int = 0,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None, slices: bool = True,
 ) -> Generator[BenchmarkEvent, None, BenchmarkData]:
     """Split ``root`` once (``split_cases(ids, base.train.split_fractions, split_seed)``) and
-    preprocess the lesion-free slices of the train and val cases (``base.preprocess``).
+    preprocess the lesion-free slices of the train and val cases (``base.preprocess``; skipped
+    when ``slices`` is False).
 
     Yields ``prepare`` events per case; returns :class:`BenchmarkData`.
     """
@@ -149,6 +150,8 @@ def prepare_data(
                 raise
             return None
 
+    if not slices:
+        return BenchmarkData(root=root, split=split, split_seed=split_seed, train=None, val=None)
     train = yield from build(split["train"], True)
     val = yield from build(split["val"], False)
     return BenchmarkData(root=root, split=split, split_seed=split_seed, train=train, val=val)
@@ -175,16 +178,19 @@ _FREE_FIELDS = {("train", "device"), ("train", "amp"), ("train", "log_every"),
 def config_difference(stored: dict[str, Any], current: RunConfig) -> str | None:
     """First field where a stored run's config differs from ``current``, as text; None if equal.
 
-    Device, autocast and logging settings are ignored.
+    Device, autocast and logging settings are ignored; fields the stored config lacks (added to
+    the library later) take their defaults.
     """
-    now = json.loads(json.dumps(current.to_dict()))  # tuples -> lists, like the stored JSON
+    try:
+        old_cfg = RunConfig.from_dict(stored if isinstance(stored, dict) else {})
+    except (CavlogError, TypeError) as err:
+        return f"its stored configuration is not readable here ({err})"
+    old = json.loads(json.dumps(old_cfg.to_dict()))  # tuples -> lists
+    now = json.loads(json.dumps(current.to_dict()))
     for section, fields in now.items():
-        old = stored.get(section, {}) if isinstance(stored, dict) else {}
         for name, value in fields.items():
-            if (section, name) in _FREE_FIELDS:
-                continue
-            before = old.get(name, "<missing>") if isinstance(old, dict) else "<missing>"
-            if before != value:
+            before = old[section][name]
+            if (section, name) not in _FREE_FIELDS and before != value:
                 return f"{section}.{name} = {before!r} there, {value!r} now"
     return None
 
@@ -338,6 +344,8 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
     t0 = time.perf_counter()
     fit_result = None
     if state != "finished":
+        if data.train is None:
+            raise CavlogError(f"{run_dir}: needs training but the slices were not prepared")
         gen = fit(config, data.train, out_dir=run_dir, resume=state == "partial",
                   val_data=data.val)
         try:
@@ -377,7 +385,7 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
         "setting": dataclasses.asdict(setting),
         "config": config.to_dict(),
         "split": {"seed": data.split_seed, **{k: list(v) for k, v in data.split.items()}},
-        "train_slices": len(data.train),
+        "train_slices": len(data.train) if data.train is not None else None,
         "iterations": loaded.meta.get("total_iterations"),
         "train_seconds": round(train_s, 2) if fit_result is not None else None,
         "eval_seconds": round(eval_s, 2),

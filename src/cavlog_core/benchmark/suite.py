@@ -156,7 +156,8 @@ def benchmark(cfg: BenchmarkConfig) -> Generator[BenchmarkEvent, None, Benchmark
     t0 = time.perf_counter()
     abl, settings, base = _validate(cfg)
     data: BenchmarkData = yield from prepare_data(cfg.data, base, split_seed=cfg.split_seed,
-                                                  cache_dir=cfg.cache_dir)
+                                                  cache_dir=cfg.cache_dir,
+                                                  slices=not cfg.summarize_only)
     plan = [(s, seed) for seed in cfg.seed_list for s in settings]
     default = Setting("constrained", "constrained").apply(base)
 
@@ -237,8 +238,8 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
     first = results[0].data
     m = first["metrics"]
     skipped = m.get("skipped") or {}
-    train_s = sum(r.data.get("train_seconds") or 0.0 for r in results if not r.skipped)
-    eval_s = sum(r.data.get("eval_seconds") or 0.0 for r in results if not r.skipped)
+    train_s = sum(r.data.get("train_seconds") or 0.0 for r in results)
+    eval_s = sum(r.data.get("eval_seconds") or 0.0 for r in results)
     fr = ",".join(f"{x:g}" for x in b.train.split_fractions)
     title = "Table 1: methods" if abl is None else f"Ablation `{abl.name}`: {abl.description}"
     lines = [
@@ -250,7 +251,8 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
         f"{len(m.get('cases', []))} test scans evaluated"
         + (f", {len(skipped)} skipped ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
            if skipped else ""),
-        f"- Training: {len(data.train)} lesion-free slices ({b.preprocess.slices}) of the train "
+        f"- Training: {first.get('train_slices', '?')} lesion-free slices "
+        f"({b.preprocess.slices}) of the train "
         f"cases; {b.model.resolution}², width {b.model.width:g}, z = {b.model.latent_dim}, "
         f"{b.train.iterations} iterations (warm-up {b.train.warmup_iterations}), batch "
         f"{b.train.batch_size}, Adam lr {b.train.lr:g}; defaults p = {b.train.p:g}, "
@@ -260,9 +262,9 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
         "validation healthy slices",
         f"- Seeds: {', '.join(str(s) for s in cfg.seed_list)}; device: "
         f"{first.get('device', b.train.device)}",
-        f"- Wall time of this invocation: {_duration(seconds)} (training {_duration(train_s)}, "
-        f"evaluation {_duration(eval_s)} for the runs it computed; skipped runs: "
-        f"{sum(r.skipped for r in results)} of {len(results)})",
+        f"- Compute time of these runs (from their result.json): training {_duration(train_s)}, "
+        f"evaluation {_duration(eval_s)}; wall time of this invocation {_duration(seconds)} "
+        f"({sum(r.skipped for r in results)} of {len(results)} runs were already done)",
     ]
     if cfg.command:
         lines.append(f"- Command: `{cfg.command}`")

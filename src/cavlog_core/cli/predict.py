@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from .._progress import drain
     from ..data.io import find_cases, load_case, save_like
     from ..device import resolve_device, warn_if_cpu_fallback
     from ..inference.predict import predict_volume
@@ -59,14 +60,12 @@ def run(args: argparse.Namespace) -> int:
         gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device)
         with tqdm(desc=case.case_id, unit="slice", file=sys.stderr, dynamic_ncols=True,
                   leave=False) as bar:
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
+
+            def show(ev) -> None:
                 bar.total = ev.total
                 bar.update(ev.done - bar.n)
+
+            result = drain(gen, show)
         mask = ((result.anomaly >= threshold) & case.brain_mask).astype(np.uint8)
         map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
         mask_path = save_like(mask, case, out / f"{case.case_id}_mask.nii.gz")

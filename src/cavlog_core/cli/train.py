@@ -46,6 +46,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"size of z; default {MOD.latent_dim}")
     g.add_argument("--cam-stage", type=int, choices=(1, 2, 3, 4), default=MOD.cam_stage,
                    help=f"encoder stage of the Grad-CAM; default {MOD.cam_stage}")
+    g.add_argument("--cam-weights", choices=("gradient", "gradient-frozen-bn", "mean"),
+                   default=MOD.cam_weights,
+                   help="how the attention map is formed: gradient (the paper's Grad-CAM), "
+                        "gradient-frozen-bn (Grad-CAM with the later BatchNorms' batch statistics "
+                        "held constant) or mean (channel mean of the activations, as the "
+                        f"authors' code); default {MOD.cam_weights}")
     g.add_argument("--dropout", type=float, default=MOD.dropout,
                    help=f"dropout on the latent code; default {MOD.dropout}")
     add_slices_option(g)
@@ -100,7 +106,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         preprocess=PreprocessConfig(resolution=args.resolution, slices=args.slices),
         model=ModelConfig(resolution=args.resolution, width=args.width,
                           latent_dim=args.latent_dim, cam_stage=args.cam_stage,
-                          dropout=args.dropout),
+                          dropout=args.dropout,
+                          cam_weights=args.cam_weights),
         train=TrainConfig(
             method=args.method, iterations=args.iterations, epochs=args.epochs,
             warmup_iterations=args.warmup_iterations, batch_size=args.batch_size, lr=args.lr,

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._atomic import atomic_path, atomic_write_text
+from .._progress import drain
 from ..config import SynthConfig
 from ..errors import CavlogError
 
@@ -859,12 +860,7 @@ def _write(out: Path, cfg: SynthConfig, shape: tuple[int, int, int]
 
 def make_synthetic_dataset(out: str | Path, cfg: SynthConfig = _DEFAULT) -> SynthResult:
     """Headless :func:`write_synthetic_dataset`: drain the progress events, return the result."""
-    gen = write_synthetic_dataset(out, cfg)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(write_synthetic_dataset(out, cfg))
 
 
 def iter_subjects(cfg: SynthConfig = _DEFAULT) -> Iterator[tuple[str, SyntheticSubject]]:

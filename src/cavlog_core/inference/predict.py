@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import drain
 from ..config import PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
@@ -329,9 +330,4 @@ def predict_volume(
 def predict(model: LoadedCheckpoint | str | Path, case: Case | str | Path,
             **kwargs: Any) -> PredictResult:
     """Drain :func:`predict_volume` (same arguments) and return its :class:`PredictResult`."""
-    gen = predict_volume(model, case, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(predict_volume(model, case, **kwargs))

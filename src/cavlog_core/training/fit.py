@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .._atomic import atomic_write_text
+from .._progress import drain
 from ..config import RunConfig
 from ..device import resolve_device, warn_if_cpu_fallback
 from ..errors import CavlogError
@@ -439,7 +440,14 @@ def _fit(
             if (it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total:
                 save(it + 1, {}, None, finished=False)
                 saved_any = True
-            yield event
+            try:
+                yield event
+            except GeneratorExit:
+                # The consumer stopped (GUI cancel, Ctrl-C in a loop): leave a resumable
+                # checkpoint of every completed iteration, then let the generator close.
+                if not ((it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total):
+                    save(it + 1, {}, None, finished=False)
+                raise
 
         # Ranks may differ in their last BatchNorm update; keep rank 0's statistics everywhere.
         broadcast_buffers(modules, info)
@@ -462,9 +470,4 @@ def _fit(
 
 def run_fit(config: RunConfig, data: Any, **kwargs: Any) -> FitResult:
     """Drain :func:`fit` (same arguments) and return its :class:`FitResult`."""
-    gen = fit(config, data, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(fit(config, data, **kwargs))

@@ -47,6 +47,13 @@ class ConstrainedVAE(Method):
     Anomaly map: the raw Grad-CAM (no sigmoid) at the same stage, bilinearly up-sampled to the
     input size; normalisation happens in :mod:`cavlog_core.inference`.
 
+    ``config.model.cam_weights`` selects how the CAM is formed, the same way in training
+    (a = σ(cam)) and at inference (raw cam): ``"gradient"`` (the paper's Grad-CAM),
+    ``"gradient-frozen-bn"`` (Grad-CAM with the BatchNorm statistics after the CAM stage held
+    constant, so the per-image weights do not cancel across the batch in training mode) or
+    ``"mean"`` (channel mean of the activations, as the authors' released code); see
+    :mod:`cavlog_core.models.gradcam`.
+
     Subclasses (Grad-CAM VAE, CAVGA baselines) may fix ``constraint_kind`` and override
     :meth:`map_from_cam`.
     """
@@ -62,6 +69,11 @@ class ConstrainedVAE(Method):
     @property
     def kind(self) -> str:
         return self.constraint_kind or self.config.train.constraint
+
+    @property
+    def cam_weights(self) -> str:
+        """``config.model.cam_weights``: how the CAM is formed, in training and at inference."""
+        return self.config.model.cam_weights
 
     def build(self) -> nn.ModuleDict:
         return nn.ModuleDict({"model": ResNetVAE.from_config(self.config.model)})
@@ -93,7 +105,8 @@ class ConstrainedVAE(Method):
         opt.zero_grad(set_to_none=True)
         # Without the penalty the attention is only monitored, but the graph must survive for
         # the VAE backward.
-        att = attention(model, x, create_graph=with_graph, retain_graph=True)
+        att = attention(model, x, create_graph=with_graph, retain_graph=True,
+                        weights=self.cam_weights)
         terms = constrained_objective(att, x, train=train, iteration=iteration, kind=kind)
         with no_autocast(x.device):
             terms.total.backward()
@@ -125,7 +138,7 @@ class ConstrainedVAE(Method):
         slices with f_c(a) <= 0 (evaluation mode) next to the healthy thresholds.
         """
         model = unwrap(modules["model"])
-        cam = encoder_cam(model, images)
+        cam = encoder_cam(model, images, weights=self.cam_weights)
         fc = size_constraint(torch.sigmoid(cam), self.config.train.p)
         if type(self).anomaly_maps is not ConstrainedVAE.anomaly_maps:
             # A subclass with its own map (e.g. Grad-CAM_D): use it, keep the shared f_c.
@@ -140,5 +153,5 @@ class ConstrainedVAE(Method):
         is unused: maps are normalised inside the brain by :mod:`cavlog_core.inference`.
         """
         model = unwrap(modules["model"])
-        cam = encoder_cam(model, images)
+        cam = encoder_cam(model, images, weights=self.cam_weights)
         return self.map_from_cam(upsample_cam(cam, images.shape[-1]))
