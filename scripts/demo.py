@@ -49,6 +49,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup-iterations", type=int, default=300)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--device", default="auto")
+    p.add_argument("--cam-weights", default="gradient-frozen-bn",
+                   help="attention variant (README, 'Results'); 'gradient' is the paper as written")
     p.add_argument("--docs", type=Path, default=ROOT / "docs")
     return p.parse_args()
 
@@ -67,7 +69,8 @@ def synthesise(data: Path, subjects: int) -> None:
 def train(args: argparse.Namespace) -> Path:
     config = RunConfig(
         preprocess=PreprocessConfig(resolution=args.resolution, slices="brain"),
-        model=ModelConfig(resolution=args.resolution, width=args.width),
+        model=ModelConfig(resolution=args.resolution, width=args.width,
+                          cam_weights=args.cam_weights),
         train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
                           lr=args.lr, device=args.device, split_fractions=(0.7, 0.1, 0.2),
                           checkpoint_every=500),
@@ -75,7 +78,7 @@ def train(args: argparse.Namespace) -> Path:
     if args.run.exists():
         shutil.rmtree(args.run)
     print(f"[2/4] training the constrained VAE ({args.resolution}², width {args.width}, "
-          f"{args.iterations} iterations, device {args.device})")
+          f"cam_weights {args.cam_weights}, {args.iterations} iterations, device {args.device})")
     bar = tqdm(total=args.iterations, unit="it")
 
     def show(event) -> None:

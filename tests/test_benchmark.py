@@ -92,7 +92,8 @@ def test_benchmark_resumes_and_skips_finished_runs(dataset, tmp_path):
     out = tmp_path / "bench"
     cfg = BenchmarkConfig(data=dataset, out=out, base=_base(), methods="vae,flair-threshold",
                           seeds=1, eval_slices="central:4", cache_dir=tmp_path / "cache")
-    # 1. interrupt the first run after iteration 3 (a checkpoint was written at 2)
+    # 1. interrupt the first run after iteration 3 (periodic checkpoint at 2; closing the
+    #    generator saves the completed iteration 3)
     gen = benchmark(cfg)
     for ev in gen:
         if ev.stage == "train" and ev.step == 3:
@@ -100,13 +101,13 @@ def test_benchmark_resumes_and_skips_finished_runs(dataset, tmp_path):
     gen.close()
     ckpt = out / "vae" / "seed0" / "checkpoint.pt"
     payload = read_checkpoint(ckpt)
-    assert payload["iteration"] == 2 and not payload["extra"]["finished"]
+    assert payload["iteration"] == 3 and not payload["extra"]["finished"]
     assert not (out / "vae" / "seed0" / "result.json").exists()
 
-    # 2. run again: vae resumes at iteration 3, flair-threshold runs, summary written
+    # 2. run again: vae resumes at iteration 4, flair-threshold runs, summary written
     events = list(_drain(benchmark(cfg)))
     vae_steps = [e.step for e in events if e.stage == "train" and e.label == "vae"]
-    assert vae_steps == [3, 4]
+    assert vae_steps == [4]
     assert [e.label for e in events if e.stage == "done"] == ["vae", "flair-threshold"]
     result = json.loads((out / "vae" / "seed0" / "result.json").read_text())
     assert result["iterations"] == 4 and result["split"]["seed"] == 0

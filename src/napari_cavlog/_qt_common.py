@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
     QFrame,
+    QHBoxLayout,
     QLabel,
+    QProgressBar,
+    QPushButton,
     QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 __all__ = [
-    "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width", "scrolling_layout",
-    "wait_until",
+    "JobControls", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
+    "job_controls", "scrolling_layout", "wait_until",
 ]
 
 NONE_ITEM = "(none)"
@@ -141,3 +144,33 @@ def fit_scroll_width(widget: QWidget) -> None:
     if area is not None and area.widget() is not None:
         bar = area.verticalScrollBar().sizeHint().width()
         area.setMinimumWidth(area.widget().minimumSizeHint().width() + bar + 4)
+
+
+class JobControls(NamedTuple):
+    """The start/cancel row, progress bar and status line of a widget that runs a worker."""
+
+    start: QPushButton
+    cancel: QPushButton
+    progress: QProgressBar
+    status: StatusLabel
+
+
+def job_controls(root: QVBoxLayout, *, start_label: str, unit: str, on_start: Any,
+                 on_cancel: Any) -> JobControls:
+    """Add start/cancel buttons, a ``done / total unit`` progress bar and a status line."""
+    row = QHBoxLayout()
+    start = QPushButton(start_label)
+    start.clicked.connect(lambda: on_start())
+    cancel = QPushButton("Cancel")
+    cancel.setEnabled(False)
+    cancel.clicked.connect(on_cancel)
+    row.addWidget(start)
+    row.addWidget(cancel)
+    root.addLayout(row)
+    progress = QProgressBar()
+    progress.setFormat(f"%v / %m {unit}")
+    progress.setValue(0)
+    root.addWidget(progress)
+    status = StatusLabel()
+    root.addWidget(status)
+    return JobControls(start, cancel, progress, status)

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSlider,
     QSpinBox,
@@ -43,9 +42,9 @@ from ._models import ModelEntry, demo_checkpoint_path, session_models
 from ._orient import slice_to_display
 from ._qt_common import (
     LayerCombo,
-    StatusLabel,
     device_combo,
     fit_scroll_width,
+    job_controls,
     scrolling_layout,
     wait_until,
 )
@@ -157,21 +156,8 @@ class AnomalyWidget(QWidget):
         form.addRow("Batch size", self.batch_spin)
         root.addWidget(model)
 
-        run_row = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        run_row.addWidget(self.run_button)
-        run_row.addWidget(self.cancel_button)
-        root.addLayout(run_row)
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m slices")
-        self.progress.setValue(0)
-        root.addWidget(self.progress)
-        self.status = StatusLabel()
-        root.addWidget(self.status)
+        self.run_button, self.cancel_button, self.progress, self.status = job_controls(
+            root, start_label="Run", unit="slices", on_start=self.run, on_cancel=self.cancel)
 
         thr = QGroupBox("Threshold")
         grid = QGridLayout(thr)

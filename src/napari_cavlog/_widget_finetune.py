@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -31,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ._jobs import finetune_job, finetune_problem
 from ._models import demo_checkpoint_path, session_models
-from ._qt_common import StatusLabel, device_combo, fit_scroll_width, scrolling_layout, wait_until
+from ._qt_common import device_combo, fit_scroll_width, job_controls, scrolling_layout, wait_until
 from ._qt_plots import LossPlot
 from ._runner import Outcome, drive
 
@@ -124,20 +123,9 @@ class FineTuneWidget(QWidget):
         form.addRow("Device", self.device_combo)
         root.addWidget(params)
 
-        row = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(lambda: self.start())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        row.addWidget(self.start_button)
-        row.addWidget(self.cancel_button)
-        root.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m iterations")
-        root.addWidget(self.progress)
-        self.status = StatusLabel()
-        root.addWidget(self.status)
+        self.start_button, self.cancel_button, self.progress, self.status = job_controls(
+            root, start_label="Start", unit="iterations", on_start=self.start,
+            on_cancel=self.cancel)
         self.plot = LossPlot()
         root.addWidget(self.plot)
         root.addStretch(1)

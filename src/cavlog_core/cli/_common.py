@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import PreprocessConfig
+from ..config import PreprocessConfig, TrainConfig
 from ..errors import CavlogError
 
 PRE = PreprocessConfig()
+TRN = TrainConfig()
 
 
 def existing_path(text: str) -> Path:
@@ -64,3 +65,16 @@ def add_slices_option(p: argparse.ArgumentParser, default: str = PRE.slices) -> 
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise CavlogError(message)
+
+
+def add_device_option(p, default: str = TRN.device) -> None:
+    """``--device`` (any :func:`~cavlog_core.device.resolve_device` spec)."""
+    p.add_argument("--device", default=default,
+                   help=f"auto, cpu, cuda, cuda:N or mps; default {default}")
+
+
+def add_inference_options(p) -> None:
+    """``--device`` and ``--batch-size`` (slices per network pass) of predict and evaluate."""
+    add_device_option(p)
+    p.add_argument("--batch-size", type=int, default=TRN.batch_size,
+                   help=f"slices per network pass; default {TRN.batch_size}")

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from ..config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
-from ._common import existing_path, float_tuple
+from ._common import add_device_option, existing_path, float_tuple
 
 PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
 
@@ -68,8 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="seed of the patient split shared by all runs; default 0")
     g.add_argument("--all-pixels", action="store_true",
                    help="pool every pixel of the slices (the paper) instead of the brain only")
-    g.add_argument("--device", default=TRN.device,
-                   help=f"auto, cpu, cuda, cuda:N or mps; default {TRN.device}")
+    add_device_option(g)
     g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     g.add_argument("--cache-dir", type=Path, default=None,
                    help="slice cache folder (default: DATA/.cavlog_cache or ~/.cache/cavlog)")

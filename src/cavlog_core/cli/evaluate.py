@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config import TrainConfig
-from ._common import existing_path, require
+from ._common import add_inference_options, existing_path, require
 
 TRN = TrainConfig()
 
@@ -33,10 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--all-pixels", action="store_true",
                    help="pool every pixel of the slices (the paper's convention) instead of the "
                         "brain only")
-    p.add_argument("--device", default=TRN.device,
-                   help=f"auto, cpu, cuda, cuda:N or mps; default {TRN.device}")
-    p.add_argument("--batch-size", type=int, default=TRN.batch_size,
-                   help=f"slices per network pass; default {TRN.batch_size}")
+    add_inference_options(p)
     return p
 
 

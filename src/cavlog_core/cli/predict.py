@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..config import TrainConfig
-from ._common import existing_path, require
+from ._common import add_inference_options, existing_path, require
 
 TRN = TrainConfig()
 
@@ -29,10 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="mask threshold: a number in [0, 1] (default 0.5, the paper's), "
                         "'healthy' (= the checkpoint's healthy_p95) or 'healthy:pXX' "
                         "(p85, p90, p95, p98, p99: percentiles of maps of healthy slices)")
-    p.add_argument("--device", default=TRN.device,
-                   help=f"auto, cpu, cuda, cuda:N or mps; default {TRN.device}")
-    p.add_argument("--batch-size", type=int, default=TRN.batch_size,
-                   help=f"slices per network pass; default {TRN.batch_size}")
+    add_inference_options(p)
     return p
 
 

@@ -9,7 +9,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 from ..config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
-from ._common import add_slices_option, existing_path, float_tuple
+from ._common import add_device_option, add_slices_option, existing_path, float_tuple
 
 PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
 
@@ -86,8 +86,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"iterations between t updates; default {TRN.t_every}")
     g.add_argument("--recon", choices=("bce", "l2", "ssim"), default=TRN.recon,
                    help=f"reconstruction loss; default {TRN.recon}")
-    g.add_argument("--device", default=TRN.device,
-                   help=f"auto, cpu, cuda, cuda:N or mps; default {TRN.device}")
+    add_device_option(g)
     g.add_argument("--seed", type=int, default=TRN.seed, help=f"random seed; default {TRN.seed}")
     g.add_argument("--split-fractions", type=float_tuple(3), default=TRN.split_fractions,
                    metavar="TRAIN,VAL,TEST",
