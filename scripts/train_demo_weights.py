@@ -5,7 +5,7 @@ Synthesises the built-in dataset, trains the constrained Grad-CAM VAE at 128², 
 weights without the optimiser state. The attention is ``cam_weights="gradient-frozen-bn"``: the
 paper's Grad-CAM with the later BatchNorms' batch statistics held constant, because with the
 plain Grad-CAM the size constraint holds in training mode but not at inference (see README,
-"Results"). The shipped file was made with the defaults on 2 CPU cores (about 20 minutes).
+"Results"). The shipped file was made with the defaults on 2 CPU cores (11 minutes).
 """
 
 from __future__ import annotations

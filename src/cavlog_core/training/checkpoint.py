@@ -7,6 +7,7 @@ Everything stored is a tensor or a plain Python value, so files load with
 from __future__ import annotations
 
 import platform
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; say so plainly
+        raise InputFileError(path, "not a readable PyTorch checkpoint (not a zip archive: "
+                                   "corrupt, truncated or another file type)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
