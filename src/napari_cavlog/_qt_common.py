@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 
 __all__ = [
     "JobControls", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
-    "job_controls", "scrolling_layout", "wait_until",
+    "job_controls", "refill_combo", "scrolling_layout", "wait_until",
 ]
 
 NONE_ITEM = "(none)"
@@ -174,3 +174,15 @@ def job_controls(root: QVBoxLayout, *, start_label: str, unit: str, on_start: An
     status = StatusLabel()
     root.addWidget(status)
     return JobControls(start, cancel, progress, status)
+
+
+def refill_combo(combo: QComboBox, items: list[tuple[str, Any]]) -> None:
+    """Replace ``combo``'s ``(label, data)`` items, keeping the current choice if still offered."""
+    current = combo.currentData()
+    combo.blockSignals(True)
+    combo.clear()
+    for label, data in items:
+        combo.addItem(label, data)
+    index = combo.findData(current) if current else -1
+    combo.setCurrentIndex(max(index, 0))
+    combo.blockSignals(False)

@@ -45,6 +45,7 @@ from ._qt_common import (
     device_combo,
     fit_scroll_width,
     job_controls,
+    refill_combo,
     scrolling_layout,
     wait_until,
 )
@@ -227,19 +228,11 @@ class AnomalyWidget(QWidget):
             session_models.unsubscribe(self._models_listener)
 
     def _refresh_models(self) -> None:
-        current = self.model_combo.currentData()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
         demo = demo_checkpoint_path()
-        if demo.is_file():
-            self.model_combo.addItem("Demo model (synthetic data)", str(demo))
-        else:
-            self.model_combo.addItem("Demo model (not installed)", None)
-        for entry in session_models.entries():
-            self.model_combo.addItem(_entry_label(entry), str(entry.path))
-        index = self.model_combo.findData(current) if current else -1
-        self.model_combo.setCurrentIndex(max(index, 0))
-        self.model_combo.blockSignals(False)
+        first = (("Demo model (synthetic data)", str(demo)) if demo.is_file()
+                 else ("Demo model (not installed)", None))
+        refill_combo(self.model_combo, [first, *((_entry_label(e), str(e.path))
+                                                 for e in session_models.entries())])
 
     def _pick_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a cavlog checkpoint", "",

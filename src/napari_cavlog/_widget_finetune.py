@@ -30,7 +30,14 @@ from qtpy.QtWidgets import (
 
 from ._jobs import finetune_job, finetune_problem
 from ._models import demo_checkpoint_path, session_models
-from ._qt_common import device_combo, fit_scroll_width, job_controls, scrolling_layout, wait_until
+from ._qt_common import (
+    device_combo,
+    fit_scroll_width,
+    job_controls,
+    refill_combo,
+    scrolling_layout,
+    wait_until,
+)
 from ._qt_plots import LossPlot
 from ._runner import Outcome, drive
 
@@ -148,18 +155,10 @@ class FineTuneWidget(QWidget):
             session_models.unsubscribe(self._models_listener)
 
     def _refresh_models(self) -> None:
-        current = self.model_combo.currentData()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
         demo = demo_checkpoint_path()
-        if demo.is_file():
-            self.model_combo.addItem("Demo model (synthetic data)", str(demo))
-        for entry in session_models.entries():
-            self.model_combo.addItem(entry.label, str(entry.path))
-        self.model_combo.addItem(SCRATCH, None)
-        index = self.model_combo.findData(current) if current else 0
-        self.model_combo.setCurrentIndex(max(index, 0))
-        self.model_combo.blockSignals(False)
+        items = [("Demo model (synthetic data)", str(demo))] if demo.is_file() else []
+        items += [(e.label, str(e.path)) for e in session_models.entries()]
+        refill_combo(self.model_combo, [*items, (SCRATCH, None)])
         self._on_model_changed()
 
     def set_start_checkpoint(self, path: str | Path | None) -> None:
