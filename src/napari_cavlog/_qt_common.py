@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, NamedTuple
 
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
@@ -20,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 __all__ = [
-    "JobControls", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
+    "JobControls", "JobHost", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
     "job_controls", "refill_combo", "scrolling_layout", "wait_until",
 ]
 
@@ -186,3 +188,46 @@ def refill_combo(combo: QComboBox, items: list[tuple[str, Any]]) -> None:
     index = combo.findData(current) if current else -1
     combo.setCurrentIndex(max(index, 0))
     combo.blockSignals(False)
+
+
+class JobHost:
+    """Mixin for a widget that runs one core generator at a time in a napari worker.
+
+    The job is driven by :func:`napari_cavlog._runner.drive`, which stops it at its next event once
+    ``cancel`` is called. The widget provides ``_on_event``, ``_on_returned``, ``_set_running`` and
+    a ``status`` :class:`StatusLabel`.
+    """
+
+    _worker: Any = None
+    _cancel: threading.Event
+
+    @property
+    def running(self) -> bool:
+        """True while a job runs."""
+        return self._worker is not None
+
+    def _start_job(self, job: Any, *, message: str, block: bool) -> Any:
+        from ._runner import drive
+
+        self._cancel = threading.Event()
+        worker = create_worker(drive, job, self._cancel, _start_thread=False)
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._set_running(True)
+        self.status.info(message)
+        worker.start()
+        if block:
+            wait_until(lambda: self._worker is None)
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running job at its next step; what was already done stays."""
+        if self._worker is not None:
+            self._cancel.set()
+            self.status.info("cancelling …")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)

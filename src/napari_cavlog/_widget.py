@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
@@ -41,16 +40,16 @@ from ._layers import derived_metadata
 from ._models import ModelEntry, demo_checkpoint_path, session_models
 from ._orient import slice_to_display
 from ._qt_common import (
+    JobHost,
     LayerCombo,
     device_combo,
     fit_scroll_width,
     job_controls,
     refill_combo,
     scrolling_layout,
-    wait_until,
 )
 from ._qt_plots import ThresholdExplorer
-from ._runner import Outcome, drive
+from ._runner import Outcome
 from ._threshold import ThresholdCache
 
 __all__ = ["AnomalyWidget"]
@@ -68,7 +67,7 @@ _REFRESH_EVERY_S = 0.1  # overlay redraw rate while slices stream in
 _SETTLE_MS = 150  # full error labels and thumbnails once the threshold stops moving
 
 
-class AnomalyWidget(QWidget):
+class AnomalyWidget(JobHost, QWidget):
     """Anomaly segmentation of a FLAIR layer with live thresholding and ground-truth comparison.
 
     Parameters
@@ -312,11 +311,6 @@ class AnomalyWidget(QWidget):
         return layer
 
     # ------------------------------------------------------------------ running
-    @property
-    def running(self) -> bool:
-        """True while a model runs."""
-        return self._worker is not None
-
     def run(self, block: bool = False) -> Any:
         """Run the chosen model on the chosen FLAIR layer.
 
@@ -370,24 +364,8 @@ class AnomalyWidget(QWidget):
             mask_out=None if self.mask_layer is None else self.mask_layer.data,
             errors_out=None if self.error_layer is None else self.error_layer.data,
         )
-        self._cancel = threading.Event()
-        worker = create_worker(drive, start, self._cancel, _start_thread=False)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self._set_running(True)
-        self.status.info(f"running {checkpoint.name} on {flair.name} …")
-        worker.start()
-        if block:
-            wait_until(lambda: self._worker is None)
-        return worker
-
-    def cancel(self) -> None:
-        """Stop the current run after the slice being processed; layers stay as they are."""
-        if self._worker is not None:
-            self._cancel.set()
-            self.status.info("cancelling …")
+        return self._start_job(start, message=f"running {checkpoint.name} on {flair.name} …",
+                               block=block)
 
     def _prepare_overlay(self, flair: Image) -> None:
         shape = np.shape(flair.data)
@@ -451,10 +429,6 @@ class AnomalyWidget(QWidget):
         start = float(preset) if preset is not None else 0.5
         self._set_threshold(start, "run", force=True)
         self.status.info(f"done: {analysis.case_id} with {analysis.checkpoint.name}")
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)

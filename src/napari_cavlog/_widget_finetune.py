@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
@@ -31,22 +30,22 @@ from qtpy.QtWidgets import (
 from ._jobs import finetune_job, finetune_problem
 from ._models import demo_checkpoint_path, session_models
 from ._qt_common import (
+    JobHost,
     device_combo,
     fit_scroll_width,
     job_controls,
     refill_combo,
     scrolling_layout,
-    wait_until,
 )
 from ._qt_plots import LossPlot
-from ._runner import Outcome, drive
+from ._runner import Outcome
 
 __all__ = ["FineTuneWidget"]
 
 SCRATCH = "(none: train from scratch)"
 
 
-class FineTuneWidget(QWidget):
+class FineTuneWidget(JobHost, QWidget):
     """Fine-tune a model (or train one) on a folder of healthy scans.
 
     Parameters
@@ -180,10 +179,6 @@ class FineTuneWidget(QWidget):
         self.width_spin.setEnabled(scratch)
 
     # ------------------------------------------------------------------ running
-    @property
-    def running(self) -> bool:
-        return self._worker is not None
-
     def start(self, block: bool = False) -> Any:
         """Check the inputs and start training; returns the worker, or None if an input is bad."""
         if self.running:
@@ -204,27 +199,10 @@ class FineTuneWidget(QWidget):
             batch_size=self.batch_spin.value(), device=self.device_combo.currentText(),
             resolution=int(self.resolution_combo.currentText()), width=self.width_spin.value(),
         )
-        self._cancel = threading.Event()
-        worker = create_worker(drive, job, self._cancel, _start_thread=False)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self._set_running(True)
         self.plot.reset()
         self.progress.setRange(0, self.iterations_spin.value())
         self.progress.setValue(0)
-        self.status.info("preparing the lesion-free slices …")
-        worker.start()
-        if block:
-            wait_until(lambda: self._worker is None)
-        return worker
-
-    def cancel(self) -> None:
-        """Stop after the current iteration."""
-        if self._worker is not None:
-            self._cancel.set()
-            self.status.info("cancelling …")
+        return self._start_job(job, message="preparing the lesion-free slices …", block=block)
 
     def _on_event(self, event: Any) -> None:
         phase = getattr(event, "phase", "")
@@ -266,10 +244,6 @@ class FineTuneWidget(QWidget):
         self.status.info(f"done: {result.checkpoint_path} ({result.iterations} iterations"
                          f"{share_text}); select '{entry.label}' in Anomaly segmentation")
         show_info(f"Fine-tuned model ready: {result.checkpoint_path}")
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
