@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -11,6 +12,7 @@ from .base import Batch, Method
 __all__ = ["Batch", "Method", "get_method", "list_methods"]
 
 
+@functools.cache  # the package's modules do not change while the process runs
 def _discover() -> dict[str, type[Method]]:
     found: dict[str, type[Method]] = {}
     for info in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
