@@ -98,7 +98,7 @@ def test_default_shape_subject():
     central = slice(mid - 5, mid + 5)
     frac = (seg[:, :, central] > 0).sum(axis=(0, 1)) / brain[:, :, central].sum(axis=(0, 1))
     assert (frac > 0).any()
-    assert 0.003 < frac.max() < 0.08
+    assert 0.04 < frac.max() < 0.3  # the glioma preset: BraTS-sized (8-20 % on average)
     # FLAIR contrast: lesion > brain (grey matter dominated rim) > CSF-like low tail.
     assert np.median(flair[seg > 0]) > 1.3 * np.median(flair[brain])
     assert np.percentile(flair[brain], 1) < 0.6 * np.median(flair[brain])

@@ -18,6 +18,15 @@ _SLICES_RE = re.compile(r"^(central:\d+|brain)$")
 Constraint = Literal["barrier", "l2", "pixel-l1", "none"]
 Recon = Literal["bce", "l2", "ssim"]
 
+#: ``ModelConfig.cam_weights``: how the attention is formed from the CAM-stage activations
+#: (:mod:`cavlog_core.models.gradcam` explains each).
+CAM_WEIGHTS = ("gradient", "gradient-running-bn", "gradient-frozen-bn", "mean")
+#: ``PreprocessConfig.normalization``: robust brain percentiles, or the authors' code (per-volume
+#: maximum, then per-slice histogram matching to a healthy reference slice).
+NORMALIZATIONS = ("percentile", "max-histogram")
+#: ``SynthConfig.lesions``: the synthetic disease.
+LESION_PRESETS = ("glioma", "ms")
+
 
 def _check(cond: bool, message: str) -> None:
     if not cond:
@@ -41,6 +50,10 @@ class PreprocessConfig:
         Robust intensity normalisation: the brain's ``(low, high)`` percentiles map to 0 and 1.
     histogram_reference : str or None
         Optional path of a reference NIfTI for histogram matching after normalisation.
+    normalization : {"percentile", "max-histogram"}
+        ``"percentile"``: the brain's ``percentiles`` map to 0 and 1. ``"max-histogram"``: the
+        authors' code (jusiro/constrained_anomaly_segmentation): divide by the volume's maximum,
+        then match each slice's brain histogram to a fixed healthy reference slice.
     min_lesion_fraction : float
         Evaluation drops scans whose lesion fraction over the selected slices is below this
         (the paper's 0.1 %).
@@ -56,6 +69,7 @@ class PreprocessConfig:
     histogram_reference: str | None = None
     min_lesion_fraction: float = 0.001
     mask_erosion: int = 2
+    normalization: str = "percentile"
 
     def __post_init__(self) -> None:
         _check(
@@ -78,6 +92,10 @@ class PreprocessConfig:
             f"min_lesion_fraction={self.min_lesion_fraction}: must be in [0, 1)",
         )
         _check(self.mask_erosion >= 0, f"mask_erosion={self.mask_erosion}: must be >= 0")
+        _check(
+            self.normalization in NORMALIZATIONS,
+            f"normalization={self.normalization!r}: expected one of {', '.join(NORMALIZATIONS)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -95,9 +113,10 @@ class ModelConfig:
     cam_stage: int = 1
     dropout: float = 0.0
     #: How the attention map is formed from the CAM-stage activations A (see
-    #: :mod:`cavlog_core.models.gradcam`): "gradient" (the paper's Grad-CAM), "gradient-frozen-bn"
-    #: (Grad-CAM with the later BatchNorms' batch statistics held constant) or "mean" (channel
-    #: mean of A, as the authors' released code).
+    #: :mod:`cavlog_core.models.gradcam`): "gradient" (the paper's Grad-CAM), "gradient-running-bn"
+    #: (Grad-CAM whose training pass goes through the later BatchNorms with their running
+    #: statistics, i.e. the map used at inference), "gradient-frozen-bn" (the later BatchNorms'
+    #: batch statistics held constant) or "mean" (channel mean of A, as the authors' code).
     cam_weights: str = "gradient"
 
     def __post_init__(self) -> None:
@@ -110,8 +129,8 @@ class ModelConfig:
         _check(self.cam_stage in (1, 2, 3, 4), f"cam_stage={self.cam_stage}: must be 1, 2, 3 or 4")
         _check(0 <= self.dropout < 1, f"dropout={self.dropout}: must be in [0, 1)")
         _check(
-            self.cam_weights in ("gradient", "gradient-frozen-bn", "mean"),
-            f"cam_weights={self.cam_weights!r}: expected gradient, gradient-frozen-bn or mean",
+            self.cam_weights in CAM_WEIGHTS,
+            f"cam_weights={self.cam_weights!r}: expected one of {', '.join(CAM_WEIGHTS)}",
         )
 
 
@@ -211,12 +230,18 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """The built-in synthetic BraTS-like dataset (``cavlog synth``)."""
+    """The built-in synthetic BraTS-like dataset (``cavlog synth``).
+
+    ``lesions`` is the disease of the lesioned subjects: ``"glioma"`` (one tumour with core,
+    enhancing rim and oedema covering 8-20 % of the brain on the 10 central slices, as BraTS) or
+    ``"ms"`` (many small periventricular, juxtacortical and deep white-matter lesions, 0.5-3 %).
+    """
 
     subjects: int = 20
     seed: int = 0
     shape: tuple[int, int, int] = (240, 240, 155)
     healthy_fraction: float = 0.2
+    lesions: str = "glioma"
 
     def __post_init__(self) -> None:
         _check(self.subjects >= 1, f"subjects={self.subjects}: must be >= 1")
@@ -227,4 +252,8 @@ class SynthConfig:
         _check(
             0 <= self.healthy_fraction <= 1,
             f"healthy_fraction={self.healthy_fraction}: must be in [0, 1]",
+        )
+        _check(
+            self.lesions in LESION_PRESETS,
+            f"lesions={self.lesions!r}: expected one of {', '.join(LESION_PRESETS)}",
         )

@@ -85,7 +85,15 @@ class EvaluationReport:
     ----------
     pixel : dict
         Pooled ``auroc``, ``auprc``, ``average_precision``, ``n_pixels``, ``n_positive``,
-        ``exact``, ``error_bound`` (see :func:`cavlog_core.metrics.pixel_metrics`).
+        ``exact``, ``error_bound`` (see :func:`cavlog_core.metrics.pixel_metrics`), plus
+        ``auroc_brain`` and ``auroc_all_pixels`` (AUROC inside the brain and over every R x R
+        pixel, the paper's convention, whatever ``pixels``) and ``prevalence`` (lesion share
+        of the pooled pixels: the AUPRC of a random map).
+    reference : dict
+        What the data allow, from the same slices and pixels: ``flair_auprc`` (the normalised
+        FLAIR itself as the map) and ``flair_pooled_auprc`` (that FLAIR average-pooled to the
+        CAM grid, ``cam_grid`` x ``cam_grid``, and upsampled back: the best a CAM of that
+        resolution could do with a perfect intensity detector).
     operating_point : dict
         ``dice_best``, ``iou_best``, ``threshold_best`` and ``note`` = :data:`ORACLE_NOTE`;
         with exact metrics also ``dice_per_scan_mean`` / ``dice_per_scan_std`` at that threshold.
@@ -113,6 +121,7 @@ class EvaluationReport:
     per_scan_dice: dict[str, dict[str, float]]
     pr_curve: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
     seconds: float = 0.0
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN -> None); the PR curve is left out."""
@@ -125,6 +134,7 @@ class EvaluationReport:
             "operating_point": dict(self.operating_point),
             "strategies": {k: dict(v) for k, v in self.strategies.items()},
             "per_scan_dice": {k: dict(v) for k, v in self.per_scan_dice.items()},
+            "reference": dict(self.reference),
             "seconds": self.seconds,
         }
         return _json_safe(d)
@@ -149,6 +159,14 @@ class EvaluationReport:
             f"slices {self.slices}, {p['n_pixels']} pixels ({self.pixels}) at "
             f"{self.resolution}², {p['n_positive']} lesion"
             + ("" if p["exact"] else f"; binned, error <= {p['error_bound']:.1e}"),
+            "",
+            f"AUROC inside the brain {f(p.get('auroc_brain'))}, over all pixels "
+            f"{f(p.get('auroc_all_pixels'))} (the paper's convention); lesion prevalence "
+            f"{f(p.get('prevalence'), 4)} (the AUPRC of a random map)"
+            + ("" if not self.reference else
+               f"; FLAIR as the map: AUPRC {f(self.reference['flair_auprc'])}, pooled to the "
+               f"{self.reference['cam_grid']}² CAM grid: {f(self.reference['flair_pooled_auprc'])}"
+               " (what that resolution allows)"),
             "",
             "| threshold strategy | threshold | Dice (pooled) | IoU (pooled) "
             "| Dice per scan (mean ± std) |",
@@ -261,6 +279,10 @@ def evaluate(
     twin = inference_modules(loaded.modules, dev)
 
     hist = ScoreHistogram()
+    # AUROC inside the brain and over all pixels, and the FLAIR references (full and pooled to
+    # the CAM grid), all streamed so they cost no extra memory.
+    extra = {k: ScoreHistogram() for k in ("brain", "all", "flair", "flair_pooled")}
+    cam_grid = _cam_grid(loaded)
     kept_scores: list[np.ndarray] | None = []
     kept_labels: list[np.ndarray] = []
     scan_sizes: list[int] = []  # pooled pixels of each kept scan, to split kept_scores again
@@ -290,6 +312,12 @@ def evaluate(
             region = None if all_pixels else batch.brain[start:stop]
             scan += np.stack(counts_at_thresholds(scores, lesion, thr, region))
             hist.update(scores, lesion, region)
+            brain = batch.brain[start:stop]
+            extra["brain"].update(scores, lesion, brain)
+            extra["all"].update(scores, lesion)
+            images = batch.images[start:stop]
+            extra["flair"].update(images * brain, lesion, region)
+            extra["flair_pooled"].update(_pooled(images * brain, cam_grid), lesion, region)
             if kept_scores is not None:  # exact metrics while the pooled pixels stay small
                 s = scores.reshape(-1) if region is None else scores[region]
                 n_kept += s.size
@@ -320,6 +348,16 @@ def evaluate(
     summary = curves.summary()
     pixel = {k: summary[k] for k in ("auroc", "auprc", "average_precision", "n_pixels",
                                      "n_positive", "exact", "error_bound")}
+    pixel["auroc_brain"] = extra["brain"].curves().summary()["auroc"]
+    pixel["auroc_all_pixels"] = extra["all"].curves().summary()["auroc"]
+    pixel["prevalence"] = summary["n_positive"] / max(summary["n_pixels"], 1)
+    reference = {
+        "flair_auprc": extra["flair"].curves().summary()["auprc"],
+        "flair_pooled_auprc": extra["flair_pooled"].curves().summary()["auprc"],
+        "cam_grid": cam_grid,
+        "note": "normalised FLAIR as the map, full resolution and average-pooled to the CAM "
+                "grid; no training, uses no ground truth to build",
+    }
     operating = {k: summary[k] for k in ("dice_best", "iou_best", "threshold_best")}
     operating["note"] = ORACLE_NOTE
     if all_scores is not None and not math.isnan(summary["threshold_best"]):
@@ -350,8 +388,26 @@ def evaluate(
         slices=spec, pixels="all" if all_pixels else "brain",
         resolution=loaded.config.model.resolution, cases=cases, skipped=skipped, pixel=pixel,
         operating_point=operating, strategies=table, per_scan_dice=per_scan,
-        pr_curve=curves.pr_curve(), seconds=time.perf_counter() - t0,
+        pr_curve=curves.pr_curve(), seconds=time.perf_counter() - t0, reference=reference,
     )
+
+
+def _cam_grid(loaded: LoadedCheckpoint) -> int:
+    """Side of the CAM grid: R / 2^(stage + 1) (layer1 -> R / 4, as ResNet-18's strides)."""
+    model = loaded.config.model
+    return max(1, model.resolution // 2 ** (model.cam_stage + 1))
+
+
+def _pooled(images: np.ndarray, grid: int) -> np.ndarray:
+    """``(N, 1, R, R)`` maps average-pooled to ``grid`` x ``grid`` and bilinearly upsampled."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    size = t.shape[-1]
+    small = F.adaptive_avg_pool2d(t, grid)
+    up = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    return up.clamp_(0.0, 1.0).numpy()
 
 
 def run_evaluate(checkpoint: LoadedCheckpoint | str | Path, data: str | Path,

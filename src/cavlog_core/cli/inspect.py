@@ -64,7 +64,12 @@ def describe_case(files: CaseFiles, case: Case, cfg: PreprocessConfig) -> dict[s
         "lesion_free_slices": None,
         "kept_for_evaluation": None,
     }
+    info["lesion_area_mm2"] = None
     if case.seg is not None:
+        pixel_mm2 = float(case.spacing[0] * case.spacing[1])
+        per_slice = np.count_nonzero((case.seg[:, :, z] > 0) & case.brain_mask[:, :, z],
+                                     axis=(0, 1)) * pixel_mm2
+        info["lesion_area_mm2"] = [round(float(v), 1) for v in per_slice]
         info["lesion_fraction"] = lesion_fraction(case)
         info["lesion_fraction_selected"] = lesion_fraction(case, z)
         info["lesion_free_slices"] = int((~(case.seg[:, :, z] > 0).any(axis=(0, 1))).sum())
@@ -98,6 +103,10 @@ def _text_block(info: dict[str, Any], cfg: PreprocessConfig) -> str:
             f"({'kept' if info['kept_for_evaluation'] else 'dropped'} for evaluation, "
             f"threshold {100 * cfg.min_lesion_fraction:g} %)",
         ]
+        area = np.asarray(info["lesion_area_mm2"], dtype=float)
+        if area.size:
+            lines.append(f"  lesion area  : {area.min():.0f} / {np.median(area):.0f} / "
+                         f"{area.max():.0f} mm² per selected slice (min / median / max)")
     z = np.asarray(info["slices"], dtype=np.int64)
     extra = "" if info["lesion_free_slices"] is None else \
         f", {info['lesion_free_slices']} lesion-free"
@@ -111,6 +120,10 @@ def summarize(infos: list[dict[str, Any]]) -> dict[str, Any]:
     with_gt = [i for i in infos if i["labels"] is not None]
     shapes = sorted({tuple(i["shape"]) for i in infos})
     fr = [i["lesion_fraction"] for i in with_gt]
+    # Lesion size statistics over the cases that have a lesion on the selected slices.
+    sick = [i for i in with_gt if i["lesion_fraction_selected"]]
+    sel = [i["lesion_fraction_selected"] for i in sick]
+    areas = np.asarray([a for i in sick for a in i["lesion_area_mm2"]], dtype=float)
     return {
         "cases": len(infos),
         "with_ground_truth": len(with_gt),
@@ -119,7 +132,22 @@ def summarize(infos: list[dict[str, Any]]) -> dict[str, Any]:
         "lesion_free_selected_slices": int(sum(i["lesion_free_slices"] for i in with_gt)),
         "kept_for_evaluation": int(sum(bool(i["kept_for_evaluation"]) for i in with_gt)),
         "lesion_fraction_mean": float(np.mean(fr)) if fr else None,
+        "lesion_fraction_selected": _spread(np.asarray(sel, dtype=float)),
+        "lesion_area_mm2_per_slice": _spread(areas),
     }
+
+
+def sick_ids(infos: list[dict[str, Any]]) -> list[str]:
+    """Ids of the inspected cases with lesion on their selected slices."""
+    return [i["case_id"] for i in infos if i.get("lesion_fraction_selected")]
+
+
+def _spread(values: np.ndarray) -> dict[str, float] | None:
+    """``min / median / mean / max`` of a non-empty array, else None."""
+    if values.size == 0:
+        return None
+    return {"min": float(values.min()), "median": float(np.median(values)),
+            "mean": float(values.mean()), "max": float(values.max())}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,4 +173,11 @@ def run(args: argparse.Namespace) -> int:
               f"shapes {shapes}; {s['selected_slices']} selected slices "
               f"({s['lesion_free_selected_slices']} lesion-free); "
               f"{s['kept_for_evaluation']} kept for evaluation; mean lesion fraction {mean}")
+        sel, area = s["lesion_fraction_selected"], s["lesion_area_mm2_per_slice"]
+        if sel is not None and area is not None:
+            print(f"lesion on the selected slices ({cfg.slices}, {len(sick_ids(infos))} cases "
+                  f"with a lesion there): {100 * sel['min']:.1f} / "
+                  f"{100 * sel['median']:.1f} / {100 * sel['max']:.1f} % of brain pixels per "
+                  f"case, {area['min']:.0f} / {area['median']:.0f} / {area['max']:.0f} mm² per "
+                  "slice (min / median / max)")
     return 0

@@ -8,7 +8,7 @@ import time
 
 from tqdm import tqdm
 
-from ..config import SynthConfig
+from ..config import LESION_PRESETS, SynthConfig
 from ..errors import CavlogError
 
 _DEFAULT = SynthConfig()
@@ -17,7 +17,8 @@ _DEFAULT = SynthConfig()
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "synth",
-        help="write a synthetic BraTS-like FLAIR dataset (phantom brains with gliomas)",
+        help="write a synthetic BraTS-like FLAIR dataset (phantom brains with gliomas or MS "
+             "lesions)",
         description="Write OUT/SYN_XXXX/SYN_XXXX_{flair,seg,brainmask}.nii.gz (BraTS 2019 naming, "
                     "1 mm RAS) and OUT/dataset.json. Deterministic: subject k depends only on "
                     "(--seed, k) and --shape.",
@@ -35,6 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fraction of subjects without lesions, in [0, 1] (default "
                         f"{_DEFAULT.healthy_fraction}; with 0 < F < 1 and N >= 2 at least one of "
                         "each kind)")
+    p.add_argument("--lesions", choices=LESION_PRESETS, default=_DEFAULT.lesions,
+                   help="disease of the lesioned subjects: glioma (one BraTS-sized tumour, labels "
+                        "1/2/4, 8-20 %% of the brain on the central slices) or ms (many small "
+                        f"white-matter lesions, label 1, 0.5-3 %%); default {_DEFAULT.lesions}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if seed < 0:
         raise CavlogError(f"--seed {seed}: must be >= 0")
     cfg = SynthConfig(subjects=_int("subjects", args.subjects), seed=seed,
-                      shape=_shape(args.shape), healthy_fraction=_fraction(args.healthy_fraction))
+                      shape=_shape(args.shape), healthy_fraction=_fraction(args.healthy_fraction),
+                      lesions=args.lesions)
     t0 = time.perf_counter()
     events = write_synthetic_dataset(args.out, cfg)
     bar = tqdm(total=cfg.subjects, unit="subject", desc="synth", disable=args.quiet,
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     n_healthy = sum(result.healthy)
     shape = "x".join(map(str, cfg.shape))
     print(f"wrote {len(result.case_ids)} subjects ({n_healthy} healthy, "
-          f"{len(result.case_ids) - n_healthy} with a lesion), shape {shape}, to {result.root} "
+          f"{len(result.case_ids) - n_healthy} with {cfg.lesions} lesions), shape {shape}, "
+          f"to {result.root} "
           f"in {time.perf_counter() - t0:.1f} s; metadata: {result.metadata_path}")
     return 0

@@ -8,7 +8,14 @@ import sys
 from collections.abc import Generator
 from pathlib import Path
 
-from ..config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+from ..config import (
+    CAM_WEIGHTS,
+    NORMALIZATIONS,
+    ModelConfig,
+    PreprocessConfig,
+    RunConfig,
+    TrainConfig,
+)
 from ._common import add_device_option, add_slices_option, existing_path, float_tuple
 
 PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
@@ -46,12 +53,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"size of z; default {MOD.latent_dim}")
     g.add_argument("--cam-stage", type=int, choices=(1, 2, 3, 4), default=MOD.cam_stage,
                    help=f"encoder stage of the Grad-CAM; default {MOD.cam_stage}")
-    g.add_argument("--cam-weights", choices=("gradient", "gradient-frozen-bn", "mean"),
-                   default=MOD.cam_weights,
+    g.add_argument("--cam-weights", choices=CAM_WEIGHTS, default=MOD.cam_weights,
                    help="how the attention map is formed: gradient (the paper's Grad-CAM), "
-                        "gradient-frozen-bn (Grad-CAM with the later BatchNorms' batch statistics "
-                        "held constant) or mean (channel mean of the activations, as the "
-                        f"authors' code); default {MOD.cam_weights}")
+                        "gradient-running-bn (Grad-CAM trained through the later BatchNorms' "
+                        "running statistics, the map shown at inference), gradient-frozen-bn "
+                        "(the later BatchNorms' batch statistics held constant) or mean (channel "
+                        f"mean of the activations, as the authors' code); default "
+                        f"{MOD.cam_weights}")
+    g.add_argument("--normalization", choices=NORMALIZATIONS, default=PRE.normalization,
+                   help="intensity normalisation: percentile (brain p1-p99 to [0, 1]) or "
+                        "max-histogram (the authors' code: per-volume maximum, then per-slice "
+                        f"histogram matching to a healthy reference); default "
+                        f"{PRE.normalization}")
     g.add_argument("--dropout", type=float, default=MOD.dropout,
                    help=f"dropout on the latent code; default {MOD.dropout}")
     add_slices_option(g)
@@ -102,7 +115,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The :class:`RunConfig` the options describe (invalid values raise ``CavlogError``)."""
     return RunConfig(
-        preprocess=PreprocessConfig(resolution=args.resolution, slices=args.slices),
+        preprocess=PreprocessConfig(resolution=args.resolution, slices=args.slices,
+                                    normalization=args.normalization),
         model=ModelConfig(resolution=args.resolution, width=args.width,
                           latent_dim=args.latent_dim, cam_stage=args.cam_stage,
                           dropout=args.dropout,

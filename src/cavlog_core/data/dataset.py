@@ -140,6 +140,8 @@ def cache_key(case: CaseFiles, cfg: PreprocessConfig) -> str:
         "min_brain_fraction": cfg.min_brain_fraction, "percentiles": list(cfg.percentiles),
         "histogram_reference": ref_stat or ref,
     }
+    if cfg.normalization != "percentile":  # keeps the keys of existing caches valid
+        payload["normalization"] = cfg.normalization
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -128,6 +128,41 @@ def _reference_for(cfg: PreprocessConfig) -> np.ndarray | None:
     return _reference_values(str(path.resolve()), path.stat().st_mtime_ns, cfg.percentiles)
 
 
+@functools.lru_cache(maxsize=1)
+def _builtin_slice_reference() -> np.ndarray:
+    """Sorted brain intensities of a fixed healthy slice: the default ``max-histogram`` target.
+
+    The central axial slice of healthy synthetic subject 0 (seed 0), divided by its volume's
+    maximum: deterministic, shipped with the code (nothing is read from disk), and healthy by
+    construction, as the authors' fixed reference slice.
+    """
+    from .synth import generate_subject, subject_seed
+
+    flair, _, brain = generate_subject(subject_seed(0, 0), (240, 240, 155), healthy=True)
+    z = int(np.median(np.nonzero(brain.any(axis=(0, 1)))[0]))
+    values = flair[:, :, z][brain[:, :, z]] / np.float32(flair[brain].max())
+    return np.sort(values.astype(np.float32))
+
+
+def _match_slices(images: np.ndarray, brain: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Histogram-match each ``(N, X, Y)`` slice's brain pixels to ``reference`` (rank mapping)."""
+    ref = np.sort(np.asarray(reference, dtype=np.float32).ravel())
+    out = np.zeros(images.shape, dtype=np.float32)
+    for i in range(images.shape[0]):
+        values = images[i][brain[i]]
+        if values.size == 0:
+            continue
+        # Quantile mapping: the pixel of rank r (ties averaged) takes the reference quantile r.
+        order = np.argsort(values, kind="stable")
+        ranks = np.empty(values.size, dtype=np.float64)
+        ranks[order] = np.arange(values.size)
+        _, inverse = np.unique(values, return_inverse=True)
+        mean_rank = np.bincount(inverse, ranks) / np.bincount(inverse)
+        q = mean_rank[inverse] / max(values.size - 1, 1)
+        out[i][brain[i]] = np.interp(q, np.linspace(0.0, 1.0, ref.size), ref)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Slice selection
 # --------------------------------------------------------------------------------------------
@@ -358,15 +393,26 @@ def prepare_slices(case: Case, cfg: PreprocessConfig | None = None,
     if z.size and (z.min() < 0 or z.max() >= depth):
         raise CavlogError(f"{case.case_id}: slice indices must lie in [0, {depth - 1}], got "
                           f"{int(z.min())}..{int(z.max())}")
-    lo, hi = _brain_range(case.flair, brain, cfg.percentiles)
     brain_s = _slices(brain, z)
-    images = _apply_range(_slices(case.flair, z), brain_s, lo, hi)
     reference = _reference_for(cfg)
+    if cfg.normalization == "max-histogram":
+        # The authors' code: divide by the volume's maximum, then match every slice's histogram
+        # to one healthy reference slice (division first only matters for the file reference).
+        if not brain.any():
+            raise CavlogError(f"{case.case_id}: the brain mask is empty")
+        vmax = float(np.abs(case.flair[brain]).max()) or 1.0
+        scaled = _slices(case.flair, z).astype(np.float32) / np.float32(vmax)
+        target = _builtin_slice_reference() if reference is None else reference
+        images = np.clip(_match_slices(scaled, brain_s, target), 0.0, 1.0)
+        reference = None
+    else:
+        lo, hi = _brain_range(case.flair, brain, cfg.percentiles)
+        images = _apply_range(_slices(case.flair, z), brain_s, lo, hi)
     if reference is not None:
         # The mapping is defined by the whole brain, then applied to the chosen slices.
         from skimage.exposure import match_histograms
 
-        full = _apply_range(case.flair[brain], np.ones(1, dtype=bool), lo, hi)
+        full = _apply_range(case.flair[brain], np.ones(1, dtype=bool), lo, hi)  # type: ignore
         matched = np.zeros(brain.shape, dtype=np.float32)
         matched[brain] = match_histograms(full, reference)
         images = np.clip(_slices(matched, z), 0.0, 1.0)

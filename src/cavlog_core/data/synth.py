@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from .._atomic import atomic_path, atomic_write_text
 from .._progress import drain
-from ..config import SynthConfig
+from ..config import LESION_PRESETS, SynthConfig
 from ..errors import CavlogError
 
 __all__ = [
@@ -60,6 +60,12 @@ __all__ = [
 _REF_SHAPE = (240.0, 240.0, 155.0)
 _F32 = np.float32
 _DEFAULT = SynthConfig()
+#: ``dataset.json`` label names per lesion preset (gliomas: BraTS 2017+ convention).
+_LABELS = {
+    "glioma": {"0": "background", "1": "necrotic / non-enhancing core", "2": "oedema",
+               "4": "enhancing tumour"},
+    "ms": {"0": "background", "1": "white-matter lesion"},
+}
 
 
 class SyntheticSubject(NamedTuple):
@@ -363,23 +369,29 @@ class _Lesion:
 
 def _draw_lesion(rng: np.random.Generator, size: float, z_mid: float, depth_at, vent_at,
                  hemisphere_axes: tuple[float, float, float]) -> _Lesion:
-    """Lesion centre in hemispheric white matter near the middle of the brain's axial extent."""
+    """A BraTS-sized glioma centred in hemispheric white matter near the brain's axial middle.
+
+    The oedema's nominal radius (24.5-29.5 mm) is drawn so that, clipped to white matter, the lesion
+    covers 8-20 % of the brain and 1,000-2,500 mm² per slice on the 10 central slices, as the
+    BraTS gliomas do (measured: ``docs/synthetic_data.md``). The centre may sit next to a
+    ventricle, which the mass effect then compresses.
+    """
     ax_x, ax_y, _ = hemisphere_axes
-    radius = rng.uniform(7.0, 16.0) * size
-    elong = rng.uniform(0.9, 1.35)
+    radius = rng.uniform(24.5, 29.5) * size
+    elong = rng.uniform(0.9, 1.3)
     side = rng.choice((-1.0, 1.0))
     center = (0.0, 0.0, z_mid)
     for attempt in range(64):
-        shrink = 1.0 - 0.01 * attempt  # after many rejections accept smaller, deeper lesions
-        c = (side * rng.uniform(0.3, 0.58) * ax_x, rng.uniform(-0.6, 0.62) * ax_y,
-             z_mid + rng.uniform(-5.0, 5.0))
-        if depth_at(c) > radius * shrink + 6.0 and vent_at(c) < -(0.6 * radius * shrink + 2.0):
+        shrink = 1.0 - 0.005 * attempt  # after many rejections accept smaller, deeper lesions
+        c = (side * rng.uniform(0.28, 0.5) * ax_x, rng.uniform(-0.45, 0.45) * ax_y,
+             z_mid + rng.uniform(-4.0, 4.0))
+        if depth_at(c) > 0.55 * radius * shrink + 4.0 and vent_at(c) < -0.2 * radius * shrink:
             center = c
             radius *= shrink
             break
     else:
-        radius *= 0.36
-        center = (side * 0.35 * ax_x, 0.0, z_mid)
+        radius *= 0.7
+        center = (side * 0.4 * ax_x, 0.0, z_mid)
     axes = (radius * rng.uniform(0.8, 1.2), radius * rng.uniform(0.8, 1.2), radius * elong)
     q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     # Mostly in-plane rotation keeps the z extent (hence the slices with lesion) predictable.
@@ -403,7 +415,7 @@ def _draw_lesion(rng: np.random.Generator, size: float, z_mid: float, depth_at, 
         oedema_ratio=rng.uniform(1.6, 2.2),
         core_ratio=rng.uniform(0.9, 1.9),
         rim_ratio=rng.uniform(1.6, 2.4),
-        mass=rng.uniform(0.1, 0.3),
+        mass=rng.uniform(0.2, 0.4),
     )
 
 
@@ -478,7 +490,7 @@ def _deep_grey(x, y, z, an: _Anatomy) -> np.ndarray:
 
 
 def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
-                     healthy: bool = False) -> SyntheticSubject:
+                     healthy: bool = False, lesions: str = _DEFAULT.lesions) -> SyntheticSubject:
     """Generate one phantom FLAIR volume with its labels and brain mask.
 
     Parameters
@@ -492,6 +504,9 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
         (1 mm) and scaled uniformly by ``min(X / 240, Y / 240, Z / 155)`` for other shapes.
     healthy : bool
         If True there is no lesion and ``seg`` is all zeros.
+    lesions : {"glioma", "ms"}
+        The disease (:class:`~cavlog_core.config.SynthConfig`): one glioma (labels 1, 2, 4, with
+        mass effect) or many small multiple-sclerosis-like white-matter lesions (label 1).
 
     Returns
     -------
@@ -502,6 +517,8 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
     dims = _check_shape(shape)
     if int(seed) != seed or seed < 0:
         raise CavlogError(f"seed={seed!r}: must be a non-negative integer")
+    if lesions not in LESION_PRESETS:
+        raise CavlogError(f"lesions={lesions!r}: expected one of {', '.join(LESION_PRESETS)}")
     anat_ss, lesion_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
     rng = np.random.default_rng(anat_ss)
     an = _draw_anatomy(rng)
@@ -527,7 +544,7 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
     depth0, _, _ = _anatomy_fields(wx, wy, wz, an, outline, with_regions=False)
 
     lesion: _Lesion | None = None
-    if not healthy:
+    if not healthy and lesions == "glioma":
         lrng = np.random.default_rng(lesion_ss)
         inside_z = np.nonzero((depth0 > 0).any(axis=(0, 1)))[0]
         z_lo, z_hi = coarse.start[2] + cstep * inside_z[[0, -1]]
@@ -548,6 +565,9 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
             lesion.center[2])
         s2 = _F32(2 * (1.3 * max(lesion.axes)) ** 2)
         push = _F32(lesion.mass) * np.exp(-(dx * dx + dy * dy + dz * dz) / s2)
+        # The skull holds the outline: the push fades to 0 over the outer 15 mm of the brain, so
+        # the tumour displaces inner structures (ventricles, deep grey matter), not the surface.
+        push *= np.clip(depth0 / _F32(15.0), 0.0, 1.0)
         wx, wy, wz = wx - push * dx, wy - push * dy, wz - push * dz
 
     depth_c, infra_c, outer_c = _anatomy_fields(wx, wy, wz, an, outline, with_regions=True)
@@ -640,6 +660,9 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
     if lesion is not None:
         _paint_lesion(img, seg, tissue, depth, np.maximum(gm, csf), lesion, fine, center, scale,
                       np.random.default_rng(lesion_ss.spawn(1)[0]))
+    elif not healthy and lesions == "ms":
+        _paint_ms(img, seg, tissue, depth, vent, gm, csf, _resample(infra_c, coarse, fine),
+                  vox_mm, np.random.default_rng(lesion_ss))
     del gm, csf
     nrng = np.random.default_rng(noise_ss)
     img += nrng.standard_normal(fine.shape, dtype=_F32) * _F32(an.noise * an.wm_level)
@@ -732,6 +755,51 @@ def _paint_lesion(img, seg, tissue, depth, not_wm, les: _Lesion, fine: _Grid, ce
     img[box] = region
 
 
+def _paint_ms(img, seg, tissue, depth, vent, gm, csf, infra, vox_mm: float, rng) -> None:
+    """Many small MS-like FLAIR-hyperintense white-matter lesions (label 1), in place.
+
+    Ovoid lesions of 1.5-7 mm nominal radius (log-normal), about half periventricular (centre
+    1-5 mm outside a lateral ventricle; elongated, like Dawson's fingers), a quarter
+    juxtacortical (centre within 2 mm of the cortical ribbon) and a quarter in deep white matter,
+    all in the cerebrum and clipped to white matter. On the 10 central slices they cover about
+    0.5-3 % of the brain (McDonald criteria's topography; Filippi et al., Lancet Neurol 2016).
+    """
+    wm = (gm < 0.5) & (csf < 0.5) & (infra < 0.5) & (depth > 2.0)
+    near_gm = ndimage.binary_dilation(gm > 0.5, iterations=max(1, round(2.0 / vox_mm)))
+    zones = (
+        wm & (vent < -1.0) & (vent > -5.0),                       # periventricular
+        wm & near_gm & (depth > 4.0),                              # juxtacortical
+        wm & (vent < -8.0) & ~near_gm & (depth > 12.0),            # deep white matter
+    )
+    counts = rng.multinomial(int(rng.integers(26, 55)), (0.55, 0.25, 0.2))
+    shape = np.asarray(img.shape)
+    for zone, count in zip(zones, counts):
+        candidates = np.flatnonzero(zone)
+        if candidates.size == 0 or count == 0:
+            continue
+        for flat in rng.choice(candidates, size=int(count), replace=True):
+            c = np.asarray(np.unravel_index(flat, img.shape))
+            r = float(np.clip(rng.lognormal(np.log(3.6), 0.4), 1.5, 7.0)) / vox_mm
+            axes = r * rng.uniform(0.7, 1.1, 3)
+            axes[rng.integers(3)] *= rng.uniform(1.2, 1.8)  # ovoid
+            q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+            half = math.ceil(axes.max()) + 2
+            lo = np.maximum(c - half, 0)
+            hi = np.minimum(c + half + 1, shape)
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            grids = np.meshgrid(*(np.arange(a, b, dtype=_F32) - _F32(ci)
+                                  for a, b, ci in zip(lo, hi, c)), indexing="ij")
+            rho2 = sum(((q[0, k] * grids[0] + q[1, k] * grids[1] + q[2, k] * grids[2])
+                        / _F32(axes[k])) ** 2 for k in range(3))
+            inside = (rho2 < 1.0) & wm[box]
+            # Hyperintensity fades over the outer third of the radius (partial volume).
+            weight = np.clip((1.0 - np.sqrt(rho2)) * 3.0, 0.0, 1.0) * inside
+            region = img[box]
+            target = tissue[box] * _F32(rng.uniform(1.45, 1.9))
+            region += (target - region) * weight.astype(_F32)
+            seg[box][inside & (weight > 0.15)] = 1
+
+
 # --------------------------------------------------------------------------------------------
 # Writing a dataset
 # --------------------------------------------------------------------------------------------
@@ -819,7 +887,7 @@ def _write(out: Path, cfg: SynthConfig, shape: tuple[int, int, int]
     for k in range(cfg.subjects):
         case_id = _case_id(k)
         seed = subject_seed(cfg.seed, k)
-        subject = generate_subject(seed, shape, healthy=bool(flags[k]))
+        subject = generate_subject(seed, shape, healthy=bool(flags[k]), lesions=cfg.lesions)
         write_subject(subject, out / case_id, case_id)
         lesion = subject.seg > 0
         z_lesion = np.nonzero(lesion.any(axis=(0, 1)))[0]
@@ -843,8 +911,8 @@ def _write(out: Path, cfg: SynthConfig, shape: tuple[int, int, int]
         "shape": list(shape),
         "spacing_mm": [1.0, 1.0, 1.0],
         "healthy_fraction": cfg.healthy_fraction,
-        "labels": {"0": "background", "1": "necrotic / non-enhancing core", "2": "oedema",
-                   "4": "enhancing tumour"},
+        "lesions": cfg.lesions,
+        "labels": _LABELS[cfg.lesions],
         "cases": cases,
     }
     metadata_path = out / "dataset.json"
@@ -869,4 +937,4 @@ def iter_subjects(cfg: SynthConfig = _DEFAULT) -> Iterator[tuple[str, SyntheticS
     shape = _check_shape(cfg.shape)
     for k in range(cfg.subjects):
         yield _case_id(k), generate_subject(subject_seed(cfg.seed, k), shape,
-                                            healthy=bool(flags[k]))
+                                            healthy=bool(flags[k]), lesions=cfg.lesions)

@@ -14,6 +14,15 @@ Three ways of weighting the CAM-stage activations A (``ModelConfig.cam_weights``
     batch × pixels per channel, so Σ_b α_bk ≈ 0: the per-image weights nearly cancel across the
     batch and σ(cam) cannot exceed 0.5 on most healthy images (measured on 224² / width 1:
     |Σ_b α| / Σ_b |α| ≈ 0.03 in training mode vs 0.65-0.88 in evaluation mode).
+``"gradient-running-bn"``
+    Grad-CAM whose pass through the BatchNorms *after* the CAM stage normalises with their
+    running statistics (:func:`running_statistics`), with gradients, also in training mode. That
+    is the very function the map is computed with at inference (evaluation mode), so what the
+    size constraint trains is what the user is shown; with batch statistics (``"gradient"``),
+    the constraint can be met through the batch coupling alone (Σ_b α_bk reduces to the
+    zero-padding border term of the next convolution) and then fails in evaluation mode.
+    Running statistics are neither updated nor differentiated by this pass; the VAE loss sees the
+    ordinary training-mode forward. Identical to ``"gradient"`` in evaluation mode.
 ``"gradient-frozen-bn"``
     Grad-CAM in which the BatchNorms *after* the CAM stage normalise with the current batch's
     mean and variance held constant (:func:`frozen_batch_statistics`): the forward values are
@@ -38,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import CAM_WEIGHTS
 from .resnet_vae import ResNetVAE, VAEOutput
 
 __all__ = [
@@ -49,11 +59,10 @@ __all__ = [
     "encoder_cam",
     "frozen_batch_statistics",
     "grad_cam",
+    "running_statistics",
     "upsample_cam",
 ]
 
-#: The values of ``ModelConfig.cam_weights`` (see the module docstring).
-CAM_WEIGHTS = ("gradient", "gradient-frozen-bn", "mean")
 
 
 def _check_weights(weights: str) -> None:
@@ -156,6 +165,38 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
             bn.__dict__.pop("forward", None)
 
 
+def _running_stats_forward(bn: nn.modules.batchnorm._BatchNorm):
+    def forward(x: Tensor) -> Tensor:
+        # training=False: normalise with the running buffers (as in evaluation mode), no update.
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
+                            bn.eps)
+    return forward
+
+
+@contextlib.contextmanager
+def running_statistics(module: nn.Module) -> Iterator[None]:
+    """Normalise every training-mode BatchNorm of ``module`` with its running statistics.
+
+    Inside the ``with`` block each BatchNorm that would use batch statistics (training mode, with
+    running buffers) computes ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``:
+    the function evaluation mode applies. Gradients flow to ``x``, ``weight`` and ``bias``; the
+    buffers are constants and are not updated. BatchNorms without buffers or in evaluation mode
+    are left alone. Not thread-safe (instance ``forward`` attributes, removed on exit).
+    """
+    patched = [bn for bn in _batch_norms(module)
+               if bn.training and bn.running_mean is not None and bn.running_var is not None]
+    try:
+        for bn in patched:
+            bn.forward = _running_stats_forward(bn)
+        yield
+    finally:
+        for bn in patched:
+            bn.__dict__.pop("forward", None)
+
+
+_HELD = {"gradient-frozen-bn": frozen_batch_statistics, "gradient-running-bn": running_statistics}
+
+
 def _net(model: nn.Module) -> nn.Module:
     # The bare network inside a DistributedDataParallel (or similar ``.module``) wrapper.
     return getattr(model, "module", model)
@@ -175,16 +216,16 @@ def compute_cam(model: nn.Module, features: Tensor, mu: Tensor, *, weights: str 
     Parameters
     ----------
     model : ResNetVAE or a wrapper with ``.module``
-        The network that produced ``features`` and ``mu``; used by ``"gradient-frozen-bn"`` to
-        re-run the encoder after the CAM stage (:meth:`ResNetVAE.encode_from`) with held
-        BatchNorm statistics. That second pass costs about one extra forward of layers 2-4 and is
-        skipped when no BatchNorm there uses batch statistics (evaluation mode), where the
-        result equals ``"gradient"``.
+        The network that produced ``features`` and ``mu``; used by ``"gradient-running-bn"`` and
+        ``"gradient-frozen-bn"`` to re-run the encoder after the CAM stage
+        (:meth:`ResNetVAE.encode_from`) with running or held BatchNorm statistics. That second
+        pass costs about one extra forward of layers 2-4 and is skipped when no BatchNorm there
+        uses batch statistics (evaluation mode), where the result equals ``"gradient"``.
     features : (B, C, h, w) Tensor
         CAM-stage activations, in the graph of ``mu``.
     mu : (B, Z) Tensor
         Latent means from ``features``.
-    weights : {"gradient", "gradient-frozen-bn", "mean"}
+    weights : {"gradient", "gradient-running-bn", "gradient-frozen-bn", "mean"}
     create_graph, retain_graph : bool
         As in :func:`grad_cam` (``retain_graph`` refers to the graph of ``mu``; the private graph
         of the held-statistics pass is kept exactly when ``create_graph``). Ignored by ``"mean"``.
@@ -197,10 +238,10 @@ def compute_cam(model: nn.Module, features: Tensor, mu: Tensor, *, weights: str 
     _check_weights(weights)
     if weights == "mean":
         return activation_cam(features)
-    if weights == "gradient-frozen-bn":
+    if weights in _HELD:
         net = _net(model)
         if any(_uses_batch_stats(bn) for bn in _batch_norms(_after_cam_stage(net))):
-            with frozen_batch_statistics(_after_cam_stage(net)):
+            with _HELD[weights](_after_cam_stage(net)):
                 held_mu, _ = net.encode_from(features)
             return grad_cam(features, held_mu, create_graph=create_graph,
                             retain_graph=create_graph)
@@ -261,8 +302,8 @@ def encoder_cam(model: ResNetVAE, x: Tensor, *, weights: str = "gradient") -> Te
         features = model.features_at(x.clone() if x.is_inference() else x)
         if weights == "mean":
             return activation_cam(features)
-    held = frozen_batch_statistics(_after_cam_stage(model)) \
-        if weights == "gradient-frozen-bn" else contextlib.nullcontext()
+    held = _HELD[weights](_after_cam_stage(model)) if weights in _HELD \
+        else contextlib.nullcontext()
     with torch.inference_mode(False), torch.enable_grad(), held:
         features = features.detach().requires_grad_(True)
         mu, _ = model.encode_from(features)
