@@ -1,6 +1,7 @@
 """``make demo``: the whole method end to end on the built-in synthetic dataset.
 
-1. ``cavlog synth``: 40 synthetic BraTS-like subjects (reused when already there);
+1. ``cavlog synth --lesions glioma``: 40 synthetic BraTS-like subjects with BraTS-sized gliomas
+   (reused when already there);
 2. train the constrained Grad-CAM VAE on the lesion-free slices of the training split
    (a CPU-sized configuration; a GPU, when present, is used automatically);
 3. evaluate on the held-out test split (the paper's 10 central axial slices), print the table;
@@ -26,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, TrainConfig
+from cavlog_core.config import LESION_PRESETS
 from cavlog_core._progress import drain
 from cavlog_core.data import find_cases, load_case, select_slices, split_cases
 from cavlog_core.data.synth import write_synthetic_dataset
@@ -49,20 +51,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup-iterations", type=int, default=300)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--device", default="auto")
-    p.add_argument("--cam-weights", default="gradient-frozen-bn",
+    p.add_argument("--cam-weights", default="gradient-running-bn",
                    help="attention variant (README, 'Results'); 'gradient' is the paper as written")
+    p.add_argument("--lesions", default=SynthConfig().lesions, choices=LESION_PRESETS,
+                   help="synthetic disease (default glioma)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs")
     return p.parse_args()
 
 
-def synthesise(data: Path, subjects: int) -> None:
+def synthesise(data: Path, subjects: int, lesions: str) -> None:
     meta = data / "dataset.json"
-    if meta.is_file() and len(json.loads(meta.read_text())["cases"]) == subjects:
-        print(f"[1/4] synthetic dataset: reusing {data}")
-        return
-    print(f"[1/4] synthetic dataset: {subjects} subjects -> {data}")
+    if meta.is_file():
+        old = json.loads(meta.read_text())
+        if len(old["cases"]) == subjects and old.get("lesions", "legacy") == lesions:
+            print(f"[1/4] synthetic dataset: reusing {data}")
+            return
+        shutil.rmtree(data)  # another preset or size: regenerate rather than mix
+    print(f"[1/4] synthetic dataset: {subjects} subjects with {lesions} lesions -> {data}")
     with tqdm(total=subjects, unit="subject") as bar:
-        drain(write_synthetic_dataset(data, SynthConfig(subjects=subjects, seed=0)),
+        drain(write_synthetic_dataset(data, SynthConfig(subjects=subjects, seed=0,
+                                                        lesions=lesions)),
               lambda _: bar.update(1))
 
 
@@ -166,7 +174,7 @@ def figure(ckpt_path: Path, args: argparse.Namespace, report) -> None:
 def main() -> int:
     args = parse_args()
     t0 = time.perf_counter()
-    synthesise(args.data, args.subjects)
+    synthesise(args.data, args.subjects, args.lesions)
     ckpt = train(args)
     print("[3/4] evaluating on the test split (central:10 slices, inside the brain)")
     report = drain(evaluate(ckpt, args.data, split="test", slices="central:10",

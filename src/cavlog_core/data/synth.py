@@ -317,6 +317,7 @@ class _Anatomy:
     cerebellum_ratio: float
     bias: float
     noise: float
+    csf_rim: float
     texture: float
 
 
@@ -336,18 +337,19 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
         vent_z=rng.uniform(-1, 4) * size,
         deform_mm=rng.uniform(2.0, 5.0),
         outline=rng.uniform(0.02, 0.045),
-        sulcus_halfwidth=rng.uniform(0.3, 0.8),
+        sulcus_halfwidth=rng.uniform(0.5, 1.1),
         sulcus_depth=rng.uniform(12.0, 20.0),
         cortex=rng.uniform(1.8, 2.5),
         gyral_wavelength=rng.uniform(14.0, 17.0),
         fissure_halfwidth=rng.uniform(0.8, 1.6),
         wm_level=rng.uniform(330.0, 560.0),
-        gm_ratio=rng.uniform(1.13, 1.27),
+        gm_ratio=rng.uniform(1.07, 1.17),
         csf_ratio=rng.uniform(0.22, 0.4),
         dgm_ratio=rng.uniform(1.03, 1.1),
         cerebellum_ratio=rng.uniform(1.05, 1.15),
         bias=rng.uniform(0.05, 0.14),
-        noise=rng.uniform(0.03, 0.06),
+        noise=rng.uniform(0.012, 0.025),
+        csf_rim=rng.uniform(0.8, 1.6),
         texture=rng.uniform(0.02, 0.045),
     )
 
@@ -641,7 +643,8 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
     vent = _resample(vent_c, coarse, fine)
     d_csf = np.minimum(d_sulc, d_fiss)
     np.minimum(d_csf, -vent, out=d_csf)
-    np.minimum(d_csf, depth - _F32(0.6), out=d_csf)  # thin CSF rim at the surface
+    # Subarachnoid CSF at the surface, inside the brain mask as in skull-stripped BraTS masks.
+    np.minimum(d_csf, depth - _F32(an.csf_rim), out=d_csf)
     csf = _soft_below(d_csf, pv)
     # Cortical ribbon: grey matter within `cortex` mm of the surface, a sulcus or the fissure.
     d_gm = np.minimum(d_sulc, d_fiss, out=d_sulc)
@@ -664,6 +667,8 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
         _paint_ms(img, seg, tissue, depth, vent, gm, csf, _resample(infra_c, coarse, fine),
                   vox_mm, np.random.default_rng(lesion_ss))
     del gm, csf
+    # Point-spread blur (real scans are resampled to 1 mm: edges are soft and noise correlated).
+    img = ndimage.gaussian_filter(img, sigma=0.85 / vox_mm, mode="nearest", truncate=3.0)
     nrng = np.random.default_rng(noise_ss)
     img += nrng.standard_normal(fine.shape, dtype=_F32) * _F32(an.noise * an.wm_level)
     np.rint(img, out=img)
