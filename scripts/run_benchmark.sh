@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The exact commands behind docs/benchmark.md (issue 5).
+# The exact commands behind docs/benchmark.md.
 #
 #   scripts/run_benchmark.sh cpu  [WORK]  Table 1 and the ablations on 2 CPU cores: 64², width 0.25,
-#                                         300 iterations, seed 0 (about 45-60 min)
+#                                         300 iterations, SEEDS seeds (default 3; about 1 h per
+#                                         seed for Table 1 alone)
+#   scripts/run_benchmark.sh quick [WORK] the constrained model (gradient and gradient-running-bn),
+#                                         VAE, AE and FLAIR thresholding, 3 seeds, 64² (~20 min)
+#   scripts/run_benchmark.sh loco [WORK]  leave-one-case-out fine-tuning on the real BraTS 2013
+#                                         cases of ../shared/data (scripts/real_loco.py)
 #   scripts/run_benchmark.sh gpu  [WORK]  one GPU: Table 1 with 3 seeds and every ablation (seed 0)
 #                                         at 128², width 0.5, 1000 iterations, as parallel workers
 #   scripts/run_benchmark.sh real [WORK]  sanity table: the cpu run's models (seed 0) evaluated on
 #                                         the 3 real BraTS 2013 cases in ../shared/data/brats2013
 #
 # WORK defaults to runs/benchmark (git-ignored). Everything is resumable: run it again after an
-# interruption and finished runs are skipped. Knobs for smoke tests: SUBJECTS, SHAPE, RES, WIDTH,
-# ITERS, WARMUP, WORKERS, DEVICE, WORKER_TIMEOUT, PYTHON.
+# interruption and finished runs are skipped. The data are the `glioma` preset (LESIONS=ms for the
+# other); training uses the paper's 10 central lesion-free slices (SLICES=brain for every brain
+# slice). Knobs: SUBJECTS, SHAPE, LESIONS, SLICES, SEEDS, RES, WIDTH, ITERS, WARMUP, WORKERS,
+# DEVICE, WORKER_TIMEOUT, PYTHON.
 set -euo pipefail
 
 MODE=${1:-cpu}
@@ -18,15 +25,17 @@ WORK=${2:-runs/benchmark}
 PY=${PYTHON:-.venv/bin/python}
 SUBJECTS=${SUBJECTS:-40}
 SHAPE=${SHAPE:-240,240,155}
-DATA="$WORK/synth$SUBJECTS"
-SHARED=(--split-fractions 0.7,0.1,0.2 --slices brain --eval-slices central:10 --lr 3e-4
-        --batch-size 32 --cache-dir "$WORK/cache")
+LESIONS=${LESIONS:-glioma}
+DATA="$WORK/synth$SUBJECTS-$LESIONS"
+SHARED=(--split-fractions 0.7,0.1,0.2 --slices "${SLICES:-central:10}" --eval-slices central:10
+        --lr 3e-4 --batch-size 32 --cache-dir "$WORK/cache")
 
 cavlog() { "$PY" -m cavlog_core "$@"; }
 
 synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel
   [ -f "$DATA/.complete" ] && return
-  "$PY" - "$DATA" "$SUBJECTS" "$SHAPE" <<'EOF'
+  "$PY" - "$DATA" "$SUBJECTS" "$SHAPE" "$LESIONS" <<'EOF'
+import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,16 +44,18 @@ from cavlog_core.data.synth import generate_subject, healthy_flags, subject_seed
 from cavlog_core.config import SynthConfig
 
 out, n, shape = Path(sys.argv[1]), int(sys.argv[2]), tuple(int(v) for v in sys.argv[3].split(","))
+lesions = sys.argv[4]
 flags = healthy_flags(n, SynthConfig().healthy_fraction)
 
 
 def one(k):  # subject k is the same as in `cavlog synth` (seed derived from (seed 0, k))
-    s = generate_subject(subject_seed(0, k), shape, healthy=bool(flags[k]))
+    s = generate_subject(subject_seed(0, k), shape, healthy=bool(flags[k]), lesions=lesions)
     write_subject(s, out / f"SYN_{k:04d}", f"SYN_{k:04d}")
 
 
 with ProcessPoolExecutor() as pool:
     list(pool.map(one, range(n)))
+(out / "dataset.json").write_text(json.dumps({"lesions": lesions, "subjects": n}) + "\n")
 (out / ".complete").touch()
 EOF
 }
@@ -52,11 +63,11 @@ EOF
 case "$MODE" in
 cpu)
   synth
-  C=(--seeds 1 --resolution "${RES:-64}" --width "${WIDTH:-0.25}" --iterations "${ITERS:-300}"
+  C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}" --iterations "${ITERS:-300}"
      --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}" --device "${DEVICE:-cpu}" --threads 1)
   cavlog benchmark "$DATA" --out "$WORK/cpu" --methods all "${C[@]}"
   # The ablations of docs/benchmark.md (settings equal to the default reuse the Table 1 run).
-  for a in healthy-percentile image-vs-pixel cam-stage lambda t recon barrier-vs-l2; do
+  for a in healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2; do
     cavlog benchmark "$DATA" --out "$WORK/cpu" --ablation "$a" "${C[@]}" --keep-going
   done
   ;;
@@ -89,6 +100,17 @@ gpu)
       || true
   done
   ;;
+quick)
+  synth
+  C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}"
+     --iterations "${ITERS:-300}" --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}"
+     --device "${DEVICE:-cpu}" --threads "${THREADS:-2}")
+  cavlog benchmark "$DATA" --out "$WORK/quick" --methods flair-threshold,ae,vae,constrained "${C[@]}"
+  cavlog benchmark "$DATA" --out "$WORK/quick" --ablation cam-weights "${C[@]}" --keep-going
+  ;;
+loco)
+  "$PY" scripts/real_loco.py --out "$WORK/loco" --iterations "${ITERS:-300}"
+  ;;
 real)
   "$PY" - "$WORK/cpu" ../shared/data/brats2013 <<'EOF'
 import sys
@@ -111,7 +133,7 @@ for ckpt in sorted(runs.glob("*/seed0/checkpoint.pt")):
 EOF
   ;;
 *)
-  echo "usage: $0 cpu|gpu|real [WORK]" >&2
+  echo "usage: $0 cpu|quick|gpu|loco|real [WORK]" >&2
   exit 2
   ;;
 esac

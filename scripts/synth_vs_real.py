@@ -1,11 +1,12 @@
 """Measure the gap between synthetic healthy FLAIR slices and lesion-free slices of real scans.
 
 For each source, the lesion-free axial slices (``--slices``, default every brain slice) are
-normalised as the model sees them (``PreprocessConfig``: brain p1-p99 -> [0, 1]) and pooled;
-the script prints, per source: the brain-intensity quantiles, the share of dark (CSF-like,
-< 0.25) brain pixels, the brightness of the outer 3-pixel rim relative to the brain median
-(cortical ribbon), the high-frequency texture (mean |Laplacian| inside the eroded brain) and the
-1-Wasserstein distance of the intensity histogram to the real pool. Used for docs/synthetic_data.md:
+divided by their own median brain intensity (so that a tumour elsewhere in the volume, which
+sets the volume's upper percentiles, does not shift healthy tissue) and pooled; the script
+prints, per source: quantiles of that ratio, the share of dark (CSF-like, < 0.5 x median) brain
+pixels, the brightness of the outer 3-pixel rim relative to the median (cortical ribbon and
+surface CSF), the high-frequency texture (mean |Laplacian| of the ratio inside the eroded brain)
+and the 1-Wasserstein distance of the ratio histogram to the real pool (docs/synthetic_data.md):
 
     python scripts/synth_vs_real.py --real ../shared/data/brats2013 --synth data/glioma
 """
@@ -20,7 +21,6 @@ import numpy as np
 from scipy import ndimage
 
 from cavlog_core.data import find_cases, load_case, select_slices
-from cavlog_core.data.preprocess import normalize_intensity
 
 
 def slice_stats(root: Path, slices: str, healthy_only: bool) -> dict[str, float | np.ndarray]:
@@ -29,20 +29,22 @@ def slice_stats(root: Path, slices: str, healthy_only: bool) -> dict[str, float 
         case = load_case(files)
         if healthy_only and case.seg is not None and case.seg.any():
             continue
-        norm = normalize_intensity(case.flair, case.brain_mask)
+        flair = case.flair.astype(np.float32)
         for z in select_slices(case.brain_mask, slices):
             brain = case.brain_mask[:, :, z]
             if case.seg is not None and (case.seg[:, :, z] > 0).any():
                 continue  # lesion-free slices only
-            img = norm[:, :, z]
+            img = flair[:, :, z] - flair[:, :, z][~brain].mean() if (~brain).any() \
+                else flair[:, :, z]  # the real data's background is a constant, not 0
+            img = img / max(float(np.median(img[brain])), 1e-6) * brain
             v = img[brain]
             inner = ndimage.binary_erosion(brain, iterations=3)
             outer = brain & ~inner
             if inner.sum() < 100:
                 continue
             values.append(v)
-            dark.append(float((v < 0.25).mean()))
-            rim.append(float(np.median(img[outer]) / max(np.median(v), 1e-6)))
+            dark.append(float((v < 0.5).mean()))
+            rim.append(float(np.median(img[outer])))
             tex.append(float(np.abs(ndimage.laplace(img))[ndimage.binary_erosion(
                 inner, iterations=2)].mean()))
             n += 1
@@ -70,11 +72,11 @@ def main() -> int:
     rows = [("real: " + args.real.name, real)]
     rows += [("synthetic: " + s.name, slice_stats(s, args.slices, healthy_only=False))
              for s in args.synth]
-    print("| source | slices | p5 / p25 / p50 / p75 / p95 | dark < 0.25 | rim / median "
+    print("| source | slices | p5 / p25 / p75 / p95 (x median) | dark < 0.5 | rim / median "
           "| texture | W1 to real |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for name, st in rows:
-        q = np.quantile(st["values"], [0.05, 0.25, 0.5, 0.75, 0.95])
+        q = np.quantile(st["values"], [0.05, 0.25, 0.75, 0.95])
         print(f"| {name} | {st['slices']} | {' / '.join(f'{v:.2f}' for v in q)} | "
               f"{st['dark']:.3f} | {st['rim']:.2f} | {st['texture']:.3f} | "
               f"{wasserstein(st['values'], real['values']):.3f} |")

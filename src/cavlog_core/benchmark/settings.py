@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import RunConfig
+from ..config import CAM_WEIGHTS, RunConfig
 from ..errors import CavlogError
 from ..methods import list_methods
 
@@ -120,6 +120,11 @@ def _build_ablations() -> dict[str, Ablation]:
         Ablation("recon", "reconstruction loss of the VAE term",
                  tuple(Setting(f"recon-{r}", c, {"recon": r}, axis="recon", value=r)
                        for r in ("bce", "l2", "ssim"))),
+        Ablation("cam-weights",
+                 "how the constrained attention is formed (gradient = the paper; "
+                 "gradient-running-bn = trained through the running statistics it is shown with)",
+                 tuple(Setting(f"cam-weights-{w}", c, model={"cam_weights": w},
+                               axis="cam_weights", value=w) for w in CAM_WEIGHTS)),
         Ablation(HEALTHY_PERCENTILE_ABLATION,
                  "healthy-only threshold percentile p85-p99 (evaluation only: one trained model)",
                  (Setting("constrained", c),), evaluation_only=True),
