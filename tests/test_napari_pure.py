@@ -141,8 +141,16 @@ def test_drive_turns_expected_errors_into_a_message():
         raise KeyError("bug")
         yield
 
-    with pytest.raises(KeyError):
-        drain(drive(bug, threading.Event()))
+    # Any other failure also ends the job with one line (a widget must never wait forever).
+    outcome = drain(drive(bug, threading.Event()))
+    assert outcome.error == "KeyError: 'bug'" and outcome.unexpected and outcome.result is None
+
+    def full_disk():
+        yield 1
+        raise OSError(28, "No space left on device")
+
+    outcome = drain(drive(full_disk, threading.Event()))
+    assert outcome.error == "OSError: [Errno 28] No space left on device"
 
 
 def _collect(gen):

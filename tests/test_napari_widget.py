@@ -257,3 +257,36 @@ def test_finetune_cancel_leaves_no_broken_state(make_napari_viewer, assets, tmp_
 
         loaded = load_checkpoint(ckpt)
         assert 0 < loaded.meta["iteration"] < 500
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA error: out of memory"),
+                                   OSError(28, "No space left on device"), MemoryError()])
+def test_a_failing_job_is_reported_and_the_widgets_can_run_again(make_napari_viewer, assets,
+                                                                 tmp_path, monkeypatch, error):
+    import napari_cavlog._widget as anomaly_module
+    import napari_cavlog._widget_finetune as finetune_module
+
+    def broken(*args, **kwargs):
+        raise error
+        yield
+
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, assets)
+    real = anomaly_module.analysis_job
+    monkeypatch.setattr(anomaly_module, "analysis_job", broken)
+    widget.run(block=True)
+    assert not widget.running and widget.run_button.isEnabled()
+    assert type(error).__name__ in widget.status.text()
+    monkeypatch.setattr(anomaly_module, "analysis_job", real)
+    widget.run(block=True)  # idle again: the next run works
+    assert widget.analysis is not None
+
+    tune = FineTuneWidget(viewer)
+    tune.set_start_checkpoint(assets["ckpt"])
+    tune.folder_edit.setText(str(assets["healthy"]))
+    tune.output_edit.setText(str(tmp_path / "run"))
+    tune.iterations_spin.setValue(2)
+    monkeypatch.setattr(finetune_module, "finetune_job", broken)
+    tune.start(block=True)
+    assert not tune.running and tune.start_button.isEnabled()
+    assert tune.last_error and type(error).__name__ in tune.last_error

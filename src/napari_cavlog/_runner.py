@@ -9,12 +9,13 @@ trainer's final checkpoint) runs there, and then returns normally with ``cancell
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Outcome", "drive"]
+__all__ = ["Outcome", "drive", "one_line"]
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -31,13 +32,27 @@ class Outcome(Generic[R]):
     cancelled : bool
         True when the run was stopped through the cancel event.
     error : str or None
-        The one-line message of an expected failure (``CavlogError``) raised by the run;
-        unexpected exceptions are not caught (napari reports them with their traceback).
+        The one-line message of a failure raised by the run: a ``CavlogError`` (bad input), or
+        any other exception (a full disk, a model too large for memory, a bug), reported as
+        ``"<Type>: <message>"`` with its traceback sent to the ``napari_cavlog`` logger.
+        Every failure ends the job, so a widget never waits for a worker that cannot finish
+        (napari's workers skip ``finished`` after a ``RuntimeError``).
+    unexpected : bool
+        True when ``error`` comes from an exception other than ``CavlogError``.
     """
 
     result: R | None
     cancelled: bool = False
     error: str | None = None
+    unexpected: bool = False
+
+
+def one_line(err: BaseException) -> str:
+    """``"<Type>: <first line of the message>"`` (at most 300 characters)."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    line = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def drive(
@@ -58,8 +73,8 @@ def drive(
     Returns
     -------
     Outcome
-        The core generator's return value, the cancellation marker, or the message of a
-        ``CavlogError`` raised while starting or running it.
+        The core generator's return value, the cancellation marker, or the message of any
+        exception raised while starting or running it (see :class:`Outcome`).
     """
     from cavlog_core.errors import CavlogError
 
@@ -79,6 +94,9 @@ def drive(
             yield event
     except CavlogError as err:
         return Outcome(None, error=str(err))
+    except Exception as err:  # noqa: BLE001 - the job must end and say why, whatever failed
+        logging.getLogger("napari_cavlog").error("job failed: %s", one_line(err), exc_info=True)
+        return Outcome(None, error=one_line(err), unexpected=True)
     finally:
         if gen is not None:
             gen.close()
