@@ -185,3 +185,20 @@ def test_inspect_cli_subprocess_exit_code(tmp_path):
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "not a readable NIfTI" in lines[0]
+
+
+def test_inspect_prints_lesion_share_and_area_per_slice(tmp_path, capsys, inspect_only):
+    flair, seg, _ = phantom(SHAPE)
+    seg = np.zeros(SHAPE, np.uint8)
+    cx, cy = SHAPE[0] // 2, SHAPE[1] // 2
+    seg[cx - 2:cx + 2, cy - 2:cy + 3, :] = 2  # 4 x 5 voxels of 2 x 1 mm on every slice
+    _case(tmp_path, "L1", flair=flair.astype(np.int16), seg=seg,
+          affine=np.diag([2.0, 1.0, 1.0, 1.0]))
+    assert inspect_only(["inspect", str(tmp_path / "L1"), "--slices", "central:3", "--json"]) == 0
+    import json
+
+    info = json.loads(capsys.readouterr().out)["cases"][0]
+    assert info["lesion_area_mm2"] == [40.0, 40.0, 40.0]
+    assert inspect_only(["inspect", str(tmp_path), "--slices", "central:3"]) == 0
+    out = capsys.readouterr().out
+    assert "lesion area  : 40 / 40 / 40 mm² per selected slice" in out

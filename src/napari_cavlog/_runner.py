@@ -94,7 +94,7 @@ def drive(
             yield event
     except CavlogError as err:
         return Outcome(None, error=str(err))
-    except Exception as err:  # noqa: BLE001 - the job must end and say why, whatever failed
+    except Exception as err:
         logging.getLogger("napari_cavlog").error("job failed: %s", one_line(err), exc_info=True)
         return Outcome(None, error=one_line(err), unexpected=True)
     finally:

@@ -26,6 +26,7 @@ __all__ = ["COLUMNS", "aggregate", "markdown_table", "percentile_table", "plot_a
 #: ``scan``: the per-scan mean, shown with the per-scan std.
 COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("AUROC", ("auroc",), "pooled"),
+    ("AUROC all px", ("auroc_all_pixels",), "pooled"),
     ("AUPRC", ("auprc",), "pooled"),
     ("AP", ("average_precision",), "pooled"),
     ("[DICE]", ("dice_best",), "pooled"),

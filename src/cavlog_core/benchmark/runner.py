@@ -234,7 +234,9 @@ def _metrics_from_report(report: EvaluationReport) -> dict[str, Any]:
     op = dict(d["operating_point"])
     out: dict[str, Any] = {k: d.get(k) for k in ("auroc", "auprc", "average_precision",
                                                   "n_pixels", "n_positive", "exact",
-                                                  "error_bound")}
+                                                  "error_bound", "auroc_all_pixels",
+                                                  "prevalence")}
+    out["reference"] = d.get("reference", {})
     out.update({k: op.get(k) for k in ("dice_best", "iou_best", "threshold_best")})
     for k in ("dice_per_scan_mean", "dice_per_scan_std"):  # at the operating point, if given
         if k in op:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -260,6 +261,11 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
         f"- Evaluation: slices {m.get('slices', cfg.eval_slices)}, pixels "
         f"{m.get('pixels', 'brain')}, at model resolution; healthy thresholds from the "
         "validation healthy slices",
+        f"- What the data allow: lesion prevalence {_ref(m.get('prevalence'))} (the AUPRC of a "
+        f"random map); the normalised FLAIR as the map reaches AUPRC "
+        f"{_ref(m.get('reference', {}).get('flair_auprc'))}, and "
+        f"{_ref(m.get('reference', {}).get('flair_pooled_auprc'))} when average-pooled to the "
+        f"{m.get('reference', {}).get('cam_grid', '?')}² CAM grid (layer-1 resolution)",
         f"- Seeds: {', '.join(str(s) for s in cfg.seed_list)}; device: "
         f"{first.get('device', b.train.device)}",
         f"- Compute time of these runs (from their result.json): training {_duration(train_s)}, "
@@ -275,7 +281,8 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
         lines.append(report.markdown_table(results, first="Method" if abl is None else "Setting"))
     lines += [
         "",
-        "AUROC / AUPRC / AP: pixel-level, pooled over all test pixels, mean ± std over seeds. "
+        "AUROC / AUPRC / AP: pixel-level, pooled over all test pixels, mean ± std over seeds; "
+        "AUROC all px: over every pixel of the slices (the paper's convention). "
         "[DICE], [IoU]: at the F1-maximising threshold — **uses the ground truth (oracle)**, as "
         "in the paper. DICE p95 / DICE 0.5: pooled DICE with the healthy-only 95th-percentile "
         "threshold (no lesion used) and with the fixed threshold 0.5. /scan: mean ± std over "
@@ -290,6 +297,10 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
         lines += [f"**Runs without a result** (not in the table): {', '.join(missing)}", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _ref(value: Any) -> str:
+    return "?" if value is None else f"{float(value):.3f}"
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
