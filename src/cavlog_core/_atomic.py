@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import CavlogError
+
+#: Names :func:`atomic_path` gives its temporary files: ``.<stem>-<8 random chars><suffixes>``.
+_TEMP_RE = re.compile(r"^\.[^.][^/]*-[a-z0-9_]{8}(\.(pt|nii|gz|json|jsonl|md|csv|png|npz|tmp))+$")
 
 
 @contextlib.contextmanager
@@ -29,10 +36,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
+        written = 0
+        with contextlib.suppress(OSError):
+            written = tmp_path.stat().st_size
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CavlogError(
+                f"{path}: no space left on device after writing {_size(written)}; the partial "
+                f"file was removed and any previous {path.name} is unchanged (free at least "
+                f"{_size(max(written, 1 << 20))} more and run again)") from None
         raise
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that a killed writer left in ``folder``; return them.
+
+    Only names of the :func:`atomic_path` pattern are touched. Call it while holding the
+    folder's run lock, so no live writer owns them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        if _TEMP_RE.match(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _umask() -> int:

@@ -24,6 +24,10 @@ CAM_WEIGHTS = ("gradient", "gradient-running-bn", "gradient-frozen-bn", "mean")
 #: ``PreprocessConfig.normalization``: robust brain percentiles, or the authors' code (per-volume
 #: maximum, then per-slice histogram matching to a healthy reference slice).
 NORMALIZATIONS = ("percentile", "max-histogram")
+#: Largest model input side and latent size accepted (a checkpoint asking for more is refused
+#: before anything is allocated).
+MAX_RESOLUTION = 1024
+MAX_LATENT_DIM = 4096
 #: ``SynthConfig.lesions``: the synthetic disease.
 LESION_PRESETS = ("glioma", "ms")
 
@@ -121,11 +125,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(
-            self.resolution >= 32 and self.resolution % 32 == 0,
-            f"resolution={self.resolution}: must be a multiple of 32, at least 32",
+            32 <= self.resolution <= MAX_RESOLUTION and self.resolution % 32 == 0,
+            f"resolution={self.resolution}: must be a multiple of 32 in [32, {MAX_RESOLUTION}]",
         )
         _check(0 < self.width <= 4, f"width={self.width}: must be in (0, 4]")
-        _check(self.latent_dim >= 1, f"latent_dim={self.latent_dim}: must be >= 1")
+        _check(1 <= self.latent_dim <= MAX_LATENT_DIM,
+               f"latent_dim={self.latent_dim}: must be in [1, {MAX_LATENT_DIM}]")
         _check(self.cam_stage in (1, 2, 3, 4), f"cam_stage={self.cam_stage}: must be 1, 2, 3 or 4")
         _check(0 <= self.dropout < 1, f"dropout={self.dropout}: must be in [0, 1)")
         _check(
@@ -184,6 +189,11 @@ class TrainConfig:
             self.recon in ("bce", "l2", "ssim"), f"recon={self.recon!r}: expected bce, l2 or ssim"
         )
         _check(self.t_growth >= 1, f"t_growth={self.t_growth}: must be >= 1")
+        _check(self.t_every >= 1, f"t_every={self.t_every}: must be >= 1")
+        _check(self.log_every >= 1, f"log_every={self.log_every}: must be >= 1")
+        _check(self.checkpoint_every >= 1,
+               f"checkpoint_every={self.checkpoint_every}: must be >= 1")
+        _check(0 <= self.seed < 2**32, f"seed={self.seed}: must be in [0, 2**32)")
         fr = self.split_fractions
         _check(
             len(fr) == 3 and all(f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,

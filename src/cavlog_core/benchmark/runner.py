@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write_text
+from .._lock import FolderBusy, folder_lock
 from ..config import RunConfig
 from ..data import SliceArrays, find_cases, iter_slice_arrays, split_cases
 from ..errors import CavlogError
@@ -250,21 +250,11 @@ def _metrics_from_report(report: EvaluationReport) -> dict[str, Any]:
     return out
 
 
-class RunBusy(CavlogError):
+class RunBusy(FolderBusy):
     """Another live process is training or evaluating this run right now."""
 
 
 LOCK_NAME = "running.lock"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -274,30 +264,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     Several benchmark processes may share one output folder; a run locked by another live
     process raises :class:`RunBusy`, a lock left by a dead process is taken over.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _pid_alive(owner):
-                raise RunBusy(f"{run_dir}: being computed by process {owner}") from None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        try:
+    try:
+        with folder_lock(run_dir, LOCK_NAME, what="another benchmark process",
+                         allow_same_process=True):
             yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        return
-    raise RunBusy(f"{run_dir}: could not take {LOCK_NAME}")
+    except RunBusy:
+        raise
+    except FolderBusy as err:
+        raise RunBusy(f"{run_dir}: being computed by process {err.owner}") from None
 
 
 def run_one(

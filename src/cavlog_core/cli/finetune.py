@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     config = finetune_config(base, **overrides)
     gen = fit(config, args.healthy_dir, out_dir=args.out, resume=args.resume,
               init_checkpoint=args.checkpoint, cache_dir=args.cache_dir)
-    result = drive(gen, desc="finetune")
+    result = drive(gen, desc="finetune", out_dir=args.out)
     if os.environ.get("RANK", "0") == "0":
         print_summary(result)
     return 0

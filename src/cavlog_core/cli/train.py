@@ -132,45 +132,70 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def drive(gen: Generator, *, desc: str):
-    """Run a :func:`~cavlog_core.training.fit` generator with a tqdm bar; return its result."""
+def drive(gen: Generator, *, desc: str, out_dir: Path | None = None):
+    """Run a :func:`~cavlog_core.training.fit` generator with a tqdm bar; return its result.
+
+    SIGINT / SIGTERM stop it at the next iteration: the generator is closed, which writes a
+    resumable checkpoint, and :class:`~cavlog_core.cli._signals.Interrupted` says where it is.
+    """
     from tqdm import tqdm
+
+    from ._signals import stop_on_signals
 
     show = os.environ.get("RANK", "0") == "0"
     bar = None
+    done = 0
     try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if bar is None:  # created on the first event, so early errors print no bar
-                bar = tqdm(desc=desc, unit="it", disable=not show, dynamic_ncols=True,
-                           file=sys.stderr)
-            if ev.phase == "prepare":
-                done = next((v for k, v in ev.losses.items() if k.endswith("_done")), 0)
-                tot = next((v for k, v in ev.losses.items() if k.endswith("_total")), 0)
-                bar.set_description(f"{desc}: loading cases {int(done)}/{int(tot)}", refresh=False)
-                bar.update(0)  # redraws at most every mininterval
-            elif ev.phase in ("warmup", "constrained"):
-                if bar.total != ev.total_iterations:
-                    bar.reset(total=ev.total_iterations)
-                    bar.n = ev.iteration - 1
-                bar.set_description(f"{desc} ({ev.phase})", refresh=False)
-                post = {"loss": f"{ev.losses.get('loss', float('nan')):.4g}"}
-                if "mean_fc" in ev.losses:
-                    post["mean_fc"] = f"{ev.mean_fc:+.3f}"
-                post["img/s"] = f"{ev.images_per_s:.1f}"
-                bar.set_postfix(post, refresh=False)
-                bar.update(ev.iteration - bar.n)
-            elif ev.phase == "validate":
-                bar.set_description(f"{desc}: healthy thresholds {ev.losses['validated']:.0%}",
-                                    refresh=False)
-                bar.update(0)
+        with stop_on_signals() as stop:
+            while True:
+                if stop.requested:
+                    gen.close()  # fit saves every completed iteration on close
+                    raise stop.interrupted(_stopped(done, out_dir, desc))
+                try:
+                    ev = next(gen)
+                except StopIteration as result:
+                    return result.value
+                if bar is None:  # created on the first event, so early errors print no bar
+                    bar = tqdm(desc=desc, unit="it", disable=not show, dynamic_ncols=True,
+                               file=sys.stderr)
+                if ev.phase in ("warmup", "constrained"):
+                    done = ev.iteration
+                _show(bar, ev, desc)
     finally:
         if bar is not None:
             bar.close()
         gen.close()
+
+
+def _stopped(done: int, out_dir: Path | None, command: str) -> str:
+    ckpt = None if out_dir is None else Path(out_dir) / "checkpoint.pt"
+    if done and ckpt is not None and ckpt.is_file():
+        return (f"stopped after iteration {done}; resumable checkpoint {ckpt} "
+                f"(continue with: cavlog {command} ... --out {out_dir} --resume)")
+    return "stopped before the first training iteration; nothing to resume"
+
+
+def _show(bar, ev, desc: str) -> None:
+    if ev.phase == "prepare":
+        done = next((v for k, v in ev.losses.items() if k.endswith("_done")), 0)
+        tot = next((v for k, v in ev.losses.items() if k.endswith("_total")), 0)
+        bar.set_description(f"{desc}: loading cases {int(done)}/{int(tot)}", refresh=False)
+        bar.update(0)  # redraws at most every mininterval
+    elif ev.phase in ("warmup", "constrained"):
+        if bar.total != ev.total_iterations:
+            bar.reset(total=ev.total_iterations)
+            bar.n = ev.iteration - 1
+        bar.set_description(f"{desc} ({ev.phase})", refresh=False)
+        post = {"loss": f"{ev.losses.get('loss', float('nan')):.4g}"}
+        if "mean_fc" in ev.losses:
+            post["mean_fc"] = f"{ev.mean_fc:+.3f}"
+        post["img/s"] = f"{ev.images_per_s:.1f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(ev.iteration - bar.n)
+    elif ev.phase == "validate":
+        bar.set_description(f"{desc}: healthy thresholds {ev.losses['validated']:.0%}",
+                            refresh=False)
+        bar.update(0)
 
 
 def print_summary(result) -> None:
@@ -189,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     gen = fit(config, args.data, out_dir=args.out, resume=args.resume, cache_dir=args.cache_dir)
-    result = drive(gen, desc="train")
+    result = drive(gen, desc="train", out_dir=args.out)
     if os.environ.get("RANK", "0") == "0":
         print_summary(result)
     return 0

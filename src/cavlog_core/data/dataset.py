@@ -14,6 +14,9 @@ import hashlib
 import json
 import os
 import re
+import warnings
+import zipfile
+import zlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,9 +163,14 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             out = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError):
-        return None  # unreadable cache: recompute and overwrite it
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        # Truncated by a killed run, or damaged: rebuild it rather than block every training.
+        warnings.warn(f"slice cache {path}: unreadable ({type(err).__name__}), rebuilding it",
+                      RuntimeWarning, stacklevel=2)
+        return None
     if not {"images", "brain", "z"} <= set(out) or ("lesion" in out) != ("lesion_voxels" in out):
+        warnings.warn(f"slice cache {path}: incomplete, rebuilding it", RuntimeWarning,
+                      stacklevel=2)
         return None
     return out
 

@@ -59,6 +59,12 @@ _ROLE_RE = re.compile(r"^(?P<id>.+)[_-](?P<role>[A-Za-z0-9]+)$")
 _MAX_DEPTH = 3  # root/ (HGG/) ID/ files: deep enough for every BraTS release
 _RAS = ornt.axcodes2ornt(("R", "A", "S"))
 _AFFINE_ATOL = 1e-3  # mm; BraTS seg/FLAIR affines agree to float32 precision
+#: Largest volume a header may claim (voxels): 1024 x 1024 x 256, 1 GiB as float32. A claim is
+#: checked before any voxel is read, so a tiny file with a hostile header cannot force a huge
+#: allocation; the volume must also fit in a quarter of the available memory (x 3 copies).
+MAX_VOXELS = 1 << 28
+#: Voxel sizes outside this range (mm) are suspicious (a wrong unit, a corrupt header).
+SPACING_RANGE_MM = (0.1, 10.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +322,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     if len(shape) > 3 and any(s != 1 for s in shape[3:]):
         raise InputFileError(path, f"{len(shape)}D image of shape {shape}: expected a 3D volume "
                              "(one FLAIR volume, not a time series or a multi-channel image)")
+    _check_claimed_size(path, tuple(int(v) for v in shape[:3]))
+    _check_affine(path, img.affine)
     try:
         data = np.asarray(img.dataobj)
     except (EOFError, zlib.error, OSError, ValueError) as err:
@@ -324,6 +332,61 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     if data.dtype.kind not in "biuf":
         raise InputFileError(path, f"unsupported voxel type {data.dtype}: expected a scalar image")
     return data.reshape(shape[:3]), img
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_claimed_size(path: Path, shape: tuple[int, int, int]) -> None:
+    """Refuse a header whose claimed size is absurd or would not fit in memory."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if n == 0:
+        raise InputFileError(path, f"empty volume of shape {shape}")
+    need = 3 * 4 * n  # float32 plus the working copies of loading and reorienting
+    if n > MAX_VOXELS:
+        raise InputFileError(path, f"the header claims {shape[0]} x {shape[1]} x {shape[2]} "
+                                   f"voxels ({need / 2**30:.1f} GiB to load); the limit is "
+                                   f"{MAX_VOXELS} voxels (a corrupt or hostile header?)")
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise InputFileError(path, f"the header claims {shape[0]} x {shape[1]} x {shape[2]} "
+                                   f"voxels, {need / 2**30:.1f} GiB to load, more than the "
+                                   f"{avail / 2**30:.1f} GiB of memory available")
+
+
+def _check_affine(path: Path, affine: np.ndarray) -> None:
+    """Finite, invertible voxel-to-world affine; warn when oblique or of extreme spacing."""
+    import warnings
+
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise InputFileError(path, "the affine (voxel-to-world matrix) holds NaN or Inf values: "
+                                   "corrupt header")
+    rot = a[:3, :3]
+    spacing = np.sqrt((rot ** 2).sum(axis=0))
+    if spacing.min() <= 0 or abs(np.linalg.det(rot)) < 1e-12 * max(spacing.prod(), 1e-300):
+        raise InputFileError(path, "the affine is singular (a zero or repeated axis): corrupt "
+                                   "header, the voxel grid has no orientation")
+    lo, hi = SPACING_RANGE_MM
+    if spacing.min() < lo or spacing.max() > hi:
+        warnings.warn(f"{path}: voxel size {' x '.join(f'{v:.3g}' for v in spacing)} mm is "
+                      f"outside {lo:g}-{hi:g} mm; check the header's units",
+                      RuntimeWarning, stacklevel=3)
+    cosines = np.abs(rot / spacing)
+    if cosines.max(axis=0).min() < 0.995:  # an axis more than ~6 degrees off the world axes
+        warnings.warn(f"{path}: oblique acquisition (axes up to "
+                      f"{np.degrees(np.arccos(cosines.max(axis=0).min())):.0f} degrees off the "
+                      "world axes); slices are taken along the nearest world axis",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _reason(err: BaseException, path: Path) -> str:

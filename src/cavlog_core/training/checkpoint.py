@@ -6,6 +6,7 @@ Everything stored is a tensor or a plain Python value, so files load with
 
 from __future__ import annotations
 
+import math
 import platform
 import zipfile
 from collections.abc import Mapping
@@ -35,6 +36,9 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "cavlog-checkpoint"
 CHECKPOINT_VERSION = 1
+#: Most parameters a checkpoint's model may have (the paper's model at 224²: 14.5 M); checked on
+#: PyTorch's "meta" device before any weight is allocated.
+MAX_PARAMETERS = 300_000_000
 
 
 def library_versions() -> dict[str, str]:
@@ -155,7 +159,70 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("method", "config", "modules") if k not in payload]
     if missing:
         raise InputFileError(path, f"checkpoint is incomplete (missing {', '.join(missing)})")
+    _validate_payload(path, payload)
     return payload
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate_payload(path: Path, payload: Mapping[str, Any]) -> None:
+    """Schema, sizes and finiteness of a payload, before anything is built from it."""
+    config = payload["config"]
+    if not isinstance(config, Mapping) or not all(
+            isinstance(config.get(k, {}), Mapping) for k in ("preprocess", "model", "train")):
+        raise InputFileError(path, f"checkpoint config is a {type(config).__name__}, not a "
+                                   "mapping of preprocess / model / train settings")
+    if not isinstance(payload["method"], str):
+        raise InputFileError(path, "checkpoint method name is not a string")
+    ref = config.get("preprocess", {}).get("histogram_reference")
+    if ref is not None:
+        raise InputFileError(path, f"the checkpoint names a histogram reference file ({ref!r}); "
+                                   "paths stored in checkpoints are never opened")
+    thresholds = payload.get("thresholds", {})
+    if not isinstance(thresholds, Mapping):
+        raise InputFileError(path, "checkpoint thresholds are not a mapping")
+    for k, v in thresholds.items():
+        if not _number(v) or not math.isfinite(v) or not 0 <= v <= 1:
+            raise InputFileError(path, f"healthy threshold {k}={v!r}: must be a number in "
+                                       "[0, 1] (the checkpoint is damaged)")
+    share = payload.get("healthy_fc_satisfied")
+    if share is not None and (not _number(share) or not math.isfinite(share)):
+        raise InputFileError(path, f"healthy_fc_satisfied={share!r}: must be a number")
+    modules = payload["modules"]
+    if not isinstance(modules, Mapping) or not all(
+            isinstance(m, Mapping) and all(isinstance(t, torch.Tensor) for t in m.values())
+            for m in modules.values()):
+        raise InputFileError(path, "checkpoint weights are not tensors by module")
+    total = sum(t.numel() for m in modules.values() for t in m.values())
+    if total > MAX_PARAMETERS:
+        raise InputFileError(path, f"checkpoint holds {total:,} weights, more than the "
+                                   f"{MAX_PARAMETERS:,} accepted")
+    for name, m in modules.items():
+        floats = [t for t in m.values() if t.is_floating_point()]
+        bad = next((k for k, t in m.items() if t.is_floating_point()
+                    and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:
+            raise InputFileError(path, f"weights of {name!r} hold NaN or Inf values (e.g. "
+                                       f"{bad}); the model would give no usable map")
+        weights = [t for k, t in m.items() if t.is_floating_point() and k.endswith("weight")]
+        if floats and weights and all(not bool(t.any()) for t in weights):
+            raise InputFileError(path, f"every weight of {name!r} is zero; the model would give "
+                                       "a constant map")
+
+
+def _check_model_size(path: Path, method: Method) -> None:
+    """Refuse a config whose model would be too large, without allocating it."""
+    try:
+        with torch.device("meta"):
+            modules = method.build()
+    except Exception:
+        return
+    n = sum(p.numel() for p in modules.parameters())
+    if n > MAX_PARAMETERS:
+        raise InputFileError(path, f"the checkpoint's config describes a model of {n:,} "
+                                   f"parameters, more than the {MAX_PARAMETERS:,} accepted")
 
 
 def _state_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
@@ -255,6 +322,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     except CavlogError as err:
         raise InputFileError(path, str(err)) from None
     method = method_cls(config)
+    _check_model_size(path, method)
     modules = method.build()
     load_weights(path, payload, modules)
     dev = resolve_device(device)

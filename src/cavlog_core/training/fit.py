@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write_text, remove_stale_temporaries
+from .._lock import folder_lock
 from .._progress import drain
 from ..config import RunConfig
 from ..device import resolve_device, warn_if_cpu_fallback
@@ -295,6 +297,22 @@ def fit(
     pinned host memory; the CPU runs in fp32.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CavlogError(f"--out {out_dir}: exists and is not a folder")
+    writer = os.environ.get("RANK", "0") == "0"  # under DDP only rank 0 writes files
+    lock = folder_lock(out_dir, what="another training run") if writer \
+        else contextlib.nullcontext()
+    with lock:
+        if writer:
+            remove_stale_temporaries(out_dir)
+        return (yield from _fit_locked(config, data, out_dir=out_dir, resume=resume,
+                                       init_checkpoint=init_checkpoint, val_data=val_data,
+                                       cache_dir=cache_dir))
+
+
+def _fit_locked(config: RunConfig, data: Any, *, out_dir: Path, resume: bool,
+                init_checkpoint: str | Path | None, val_data: Any,
+                cache_dir: str | Path | None) -> Generator[TrainEvent, None, FitResult]:
     ckpt_path = out_dir / CHECKPOINT_NAME
     payload = None
     if resume:

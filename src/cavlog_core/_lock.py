@@ -1,0 +1,91 @@
+"""One run per output folder: a lock file holding the owner's process id, stale locks taken over.
+
+Two ``cavlog train`` (or ``finetune``, ``predict``, ``evaluate``) into one ``--out`` would mix
+their checkpoints, configs and logs. Each run holds ``OUT/<name>`` while it works; a second
+process refuses with one line naming the owner, and a lock whose process is gone (SIGKILL, power
+loss) is detected by its PID and taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import CavlogError
+
+__all__ = ["RUN_LOCK_NAME", "FolderBusy", "folder_lock", "pid_alive"]
+
+#: Lock file of train / finetune / predict runs (evaluate locks ``.<report name>.lock``).
+RUN_LOCK_NAME = ".cavlog-run.lock"
+
+
+class FolderBusy(CavlogError):
+    """Another live process is writing into this folder right now (``owner``: its id)."""
+
+    owner: int = 0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, name: str = RUN_LOCK_NAME, *, what: str = "a run",
+                allow_same_process: bool = False) -> Iterator[Path]:
+    """Hold ``folder/name`` (created with this process id) for the ``with`` block.
+
+    Parameters
+    ----------
+    folder : path
+        Created if needed.
+    name : str
+        Lock file name.
+    what : str
+        Described in the error, e.g. ``"cavlog train"``.
+    allow_same_process : bool
+        Treat a lock held by this very process as stale (the benchmark re-enters its runs).
+
+    Raises
+    ------
+    FolderBusy
+        When a live process holds the lock: ``"<folder>: <what> is already writing here
+        (process <pid>, lock <file>)"``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            mine = owner == os.getpid()
+            if owner and pid_alive(owner) and not (mine and allow_same_process):
+                busy = FolderBusy(f"{folder}: {what} is already writing here (process {owner}, "
+                                  f"lock {path.name}); wait for it or choose another folder")
+                busy.owner = owner
+                raise busy from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return
+    raise FolderBusy(f"{folder}: could not take the lock {name}")
