@@ -67,6 +67,42 @@ def require(cond: bool, message: str) -> None:
         raise CavlogError(message)
 
 
+def output_dir(path: Path, option: str = "--out") -> Path:
+    """Check, before any heavy work, that ``path`` is or can become a writable folder.
+
+    Nothing is created: the nearest existing folder must accept a new file.
+    """
+    import tempfile
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CavlogError(f"{option} {path}: exists and is not a folder")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CavlogError(f"{option} {path}: {probe} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise CavlogError(f"{option} {path}: cannot write in {probe} "
+                          f"({err.strerror or err})") from None
+    return path
+
+
+def output_file(path: Path, option: str = "--out", *, force: bool = False) -> Path:
+    """Check that ``path`` can be written (its folder writable; not a folder; not overwritten
+    unless ``force``)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CavlogError(f"{option} {path}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise CavlogError(f"{option} {path}: already exists; pass --force to overwrite it")
+    output_dir(path.parent, option)
+    return path
+
+
 def add_device_option(p, default: str = TRN.device) -> None:
     """``--device`` (any :func:`~cavlog_core.device.resolve_device` spec)."""
     p.add_argument("--device", default=default,

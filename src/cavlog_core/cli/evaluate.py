@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config import TrainConfig
-from ._common import add_inference_options, existing_path, require
+from ._common import add_inference_options, existing_path, output_file, require
 
 TRN = TrainConfig()
 
@@ -26,6 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=existing_path, help="checkpoint.pt written by cavlog train")
     p.add_argument("data", type=existing_path, help="dataset root with ground truth (<ID>_seg)")
     p.add_argument("--out", required=True, type=Path, help="report .json (written atomically)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
                    help="split of the training run (same fractions and seed) or all; default test")
     p.add_argument("--slices", default=None,
@@ -38,14 +39,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
+    require(args.out.suffix.lower() == ".json", f"--out {args.out}: must end in .json")
+    output_file(args.out, force=args.force)
+    from .._lock import folder_lock
+
+    with folder_lock(args.out.parent, f".{args.out.name}.lock", what="another cavlog evaluate"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._progress import drain
     from ..device import resolve_device, warn_if_cpu_fallback
     from ..evaluate import evaluate
 
-    require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
-    require(args.out.suffix.lower() == ".json", f"--out {args.out}: must end in .json")
     device = resolve_device(args.device)
     warn_if_cpu_fallback(args.device, device)
     gen = evaluate(args.checkpoint, args.data, split=args.split, slices=args.slices,

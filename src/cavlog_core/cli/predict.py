@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..config import TrainConfig
-from ._common import add_inference_options, existing_path, require
+from ._common import add_inference_options, existing_path, output_dir, require
 
 TRN = TrainConfig()
 
@@ -34,39 +34,58 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from .._progress import drain
-    from ..data.io import find_cases, load_case, save_like
+    from .._atomic import remove_stale_temporaries
+    from .._lock import folder_lock
+    from ..data.io import find_cases
     from ..device import resolve_device, warn_if_cpu_fallback
-    from ..inference.predict import predict_volume
     from ..inference.thresholds import parse_threshold
     from ..training.checkpoint import load_checkpoint
 
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
+    output_dir(args.out)
     cases = find_cases(args.input)
     device = resolve_device(args.device)
     warn_if_cpu_fallback(args.device, device)
     loaded = load_checkpoint(args.checkpoint, device=device)
     threshold, label = parse_threshold(args.threshold, loaded.thresholds)
-    out: Path = args.out
-    for files in cases:
-        case = load_case(files)
-        t0 = time.perf_counter()
-        gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device)
-        with tqdm(desc=case.case_id, unit="slice", file=sys.stderr, dynamic_ncols=True,
-                  leave=False) as bar:
-
-            def show(ev) -> None:
-                bar.total = ev.total
-                bar.update(ev.done - bar.n)
-
-            result = drain(gen, show)
-        mask = ((result.anomaly >= threshold) & case.brain_mask).astype(np.uint8)
-        map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
-        mask_path = save_like(mask, case, out / f"{case.case_id}_mask.nii.gz")
-        voxels = int(mask.sum())
-        print(f"{case.case_id}: {len(result.z)} slices in {time.perf_counter() - t0:.1f} s; "
-              f"{map_path}, {mask_path} ({voxels} voxels >= {threshold:.4g} [{label}])")
+    # The folder is created (and locked against a second predict) only once the inputs are good.
+    with folder_lock(args.out, what="another cavlog predict"):
+        remove_stale_temporaries(args.out)
+        for files in cases:
+            _predict_case(args, files, loaded, device, threshold, label)
     return 0
+
+
+def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: float,
+                  label: str) -> None:
+    import warnings
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .._progress import drain
+    from ..data.io import load_case, save_like
+    from ..inference.predict import predict_volume
+
+    case = load_case(files)
+    t0 = time.perf_counter()
+    gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device)
+    with tqdm(desc=case.case_id, unit="slice", file=sys.stderr, dynamic_ncols=True,
+              leave=False) as bar:
+
+        def show(ev) -> None:
+            bar.total = ev.total
+            bar.update(ev.done - bar.n)
+
+        result = drain(gen, show)
+    brain_values = result.anomaly[case.brain_mask]
+    if brain_values.size and float(np.ptp(brain_values)) == 0.0:
+        warnings.warn(f"{case.case_id}: the anomaly map is constant inside the brain "
+                      f"({float(brain_values[0]):g}); the model gives no usable map",
+                      RuntimeWarning, stacklevel=1)
+    mask = ((result.anomaly >= threshold) & case.brain_mask).astype(np.uint8)
+    out: Path = args.out
+    map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
+    mask_path = save_like(mask, case, out / f"{case.case_id}_mask.nii.gz")
+    print(f"{case.case_id}: {len(result.z)} slices in {time.perf_counter() - t0:.1f} s; "
+          f"{map_path}, {mask_path} ({int(mask.sum())} voxels >= {threshold:.4g} [{label}])")

@@ -284,7 +284,12 @@ def find_cases(root: str | Path) -> list[CaseFiles]:
     if root.is_file():
         return [_single_file(root)]
     found: list[CaseFiles] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    def unreadable(err: OSError) -> None:  # os.walk would skip the folder silently
+        raise InputFileError(err.filename or root, f"cannot read this folder "
+                                                   f"({err.strerror or err}); fix its "
+                                                   "permissions or leave it out")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
         depth = len(Path(dirpath).relative_to(root).parts)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and depth < _MAX_DEPTH)
         found.extend(_cases_in_dir(Path(dirpath), filenames))
