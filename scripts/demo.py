@@ -47,9 +47,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--subjects", type=int, default=40)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--iterations", type=int, default=700)
-    # 200 constrained iterations: longer, the attention saturates and the map flattens
-    # (1500 iterations: AUPRC 0.175; 500: 0.40; docs/benchmark.md).
+    p.add_argument("--iterations", type=int, default=600)
+    # 100 constrained iterations: longer, the attention saturates and the map flattens
+    # (constrained 1200 / 200 / 100 iterations: AUPRC 0.175 / 0.39 / 0.51; docs/benchmark.md).
     p.add_argument("--warmup-iterations", type=int, default=500)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--device", default="auto")

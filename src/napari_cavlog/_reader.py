@@ -53,8 +53,10 @@ def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | lis
     for p in paths:
         try:
             layers.extend(case_layer_data(load_case(Path(p))))
-        except CavlogError as err:
+        except (CavlogError, OSError, MemoryError) as err:
             from napari.utils.notifications import show_error
 
-            show_error(f"napari-cavlog: {err}")
+            message = str(err) if isinstance(err, CavlogError) else \
+                f"{p}: {getattr(err, 'strerror', None) or type(err).__name__}"
+            show_error(f"napari-cavlog: {message}")
     return layers or [(None,)]
