@@ -146,3 +146,36 @@ def test_plugin_widgets_and_sample_through_napari(make_napari_viewer):
     # The widget picked the sample's FLAIR and its ground truth by itself.
     assert anomaly.flair_combo.currentText() == layers[0].name
     assert anomaly.gt_combo.currentText() == layers[1].name
+
+
+@pytest.mark.gui
+def test_large_scans_are_read_in_the_background(make_napari_viewer, make_case, tmp_path,
+                                                monkeypatch):
+    import napari.utils.notifications as notifications
+
+    import napari_cavlog._qt_background as background
+    import napari_cavlog._reader as reader
+    from napari_cavlog._qt_common import wait_until
+
+    monkeypatch.setattr(reader, "BACKGROUND_VOXELS", 100)  # every scan counts as large
+    errors: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    folder = make_case("BG_01", root=tmp_path / "data")
+    workers = []
+    real = background.read_in_background
+    monkeypatch.setattr(background, "read_in_background",
+                        lambda *a, **k: workers.append(real(*a, **k)) or workers[-1])
+    viewer.open(str(folder), plugin="napari-cavlog")
+    assert len(workers) == 1  # the GUI thread only started the worker
+    assert wait_until(lambda: len(viewer.layers) == 2, timeout=60)
+    assert [layer.name for layer in viewer.layers] == ["BG_01 FLAIR", "BG_01 ground truth"]
+    assert viewer.layers[0].metadata["cavlog"]["case_id"] == "BG_01"
+    # A bad scan read in the background ends in one notification and no layer.
+    bad = tmp_path / "bad" / "BAD_flair.nii.gz"
+    bad.parent.mkdir()
+    flair, _, _ = phantom((24, 20, 12))
+    write_nifti(bad, np.where(flair > 0, np.nan, 0).astype(np.float32))
+    viewer.open(str(bad), plugin="napari-cavlog")
+    assert wait_until(lambda: bool(errors) and not workers[-1].is_running, timeout=60)
+    assert len(viewer.layers) == 2 and "NaN" in errors[0] and "\n" not in errors[0]
