@@ -433,3 +433,13 @@ def tiny_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "tiny" / "checkpoint.pt", method=method, modules=modules,
                            thresholds={"healthy_p85": 0.3, "healthy_p95": 0.45})
 
+
+
+def test_pure_noise_brain_is_loaded_with_a_warning(tmp_path):
+    from cavlog_core.data import load_case
+
+    noise = np.random.default_rng(0).uniform(1, 1000, (64, 64, 40)).astype(np.float32)
+    write_nifti(tmp_path / "N" / "N_flair.nii.gz", noise)
+    with pytest.warns(RuntimeWarning, match="does not look like a skull-stripped brain"):
+        load_case(tmp_path / "N")
+    OUTCOMES["suspicious input: warning, still usable"] += 1

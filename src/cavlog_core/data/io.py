@@ -454,6 +454,13 @@ def _finish_case(case_id: str, flair: np.ndarray, seg: np.ndarray | None,
         if not brain_c.any():
             raise InputFileError(name, "empty brain: every voxel has the background value "
                                  f"{float(flair_c.min()):g}")
+        share = float(brain_c.mean())
+        if not 0.005 <= share <= 0.6:  # a skull-stripped head fills 10-35 % of its grid
+            import warnings
+
+            warnings.warn(f"{name}: the brain found fills {100 * share:.1f} % of the volume; "
+                          "this does not look like a skull-stripped brain scan (noise, another "
+                          "body part or a missing brain mask?)", RuntimeWarning, stacklevel=3)
     else:
         brain_c = geometry.to_canonical(brain)
         if not brain_c.any():
