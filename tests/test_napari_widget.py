@@ -290,3 +290,39 @@ def test_a_failing_job_is_reported_and_the_widgets_can_run_again(make_napari_vie
     tune.start(block=True)
     assert not tune.running and tune.start_button.isEnabled()
     assert tune.last_error and type(error).__name__ in tune.last_error
+
+
+@pytest.mark.parametrize("damage", ["nan_weights", "nan_threshold", "huge_latent"])
+def test_hostile_checkpoints_through_both_widgets(make_napari_viewer, assets, tmp_path, damage):
+    import torch
+
+    payload = torch.load(assets["ckpt"], map_location="cpu", weights_only=True)
+    if damage == "nan_weights":
+        for module in payload["modules"].values():
+            for k, t in module.items():
+                if t.is_floating_point():
+                    module[k] = torch.full_like(t, float("nan"))
+    elif damage == "nan_threshold":
+        payload["thresholds"] = {k: float("nan") for k in payload["thresholds"]}
+    else:
+        payload["config"]["model"]["latent_dim"] = 10**7
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, assets)
+    widget.set_checkpoint(bad)
+    widget.run(block=True)
+    assert not widget.running and widget.analysis is None
+    assert "bad.pt" in widget.status.text() and "\n" not in widget.status.text()
+    widget.set_checkpoint(assets["ckpt"])
+    widget.run(block=True)  # and the next run with a good model works
+    assert widget.analysis is not None
+
+    tune = FineTuneWidget(viewer)
+    tune.set_start_checkpoint(bad)
+    tune.folder_edit.setText(str(assets["healthy"]))
+    tune.output_edit.setText(str(tmp_path / "run"))
+    tune.iterations_spin.setValue(2)
+    tune.start(block=True)
+    assert not tune.running and tune.last_error and "bad.pt" in tune.last_error
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
