@@ -122,3 +122,23 @@ def test_threshold_strategies_order():
     want = ["fixed_0.5", "healthy_p85", "healthy_p95", "healthy_p99"]
     assert list(threshold_strategies(th)) == want
     assert threshold_strategies(None) == {"fixed_0.5": 0.5}
+
+
+def test_fpr_thresholds_by_hand_and_parsing():
+    from cavlog_core.inference.thresholds import (
+        healthy_fpr_thresholds,
+        parse_threshold,
+        threshold_strategies,
+    )
+
+    values = torch.arange(1000, dtype=torch.float32) / 999  # 0, 1/999, ..., 1
+    t = healthy_fpr_thresholds(values, (1.0, 5.0))
+    assert t == pytest.approx({"healthy_fpr1": 0.99, "healthy_fpr5": 0.95})
+    assert float((values >= t["healthy_fpr1"]).float().mean()) == pytest.approx(0.01, abs=1e-3)
+    assert parse_threshold("healthy:fpr1", t) == (pytest.approx(0.99), "healthy_fpr1")
+    with pytest.raises(CavlogError, match="no healthy_fpr0.5"):
+        parse_threshold("healthy:fpr0.5", t)
+    assert list(threshold_strategies({"healthy_p95": 0.9, **t})) == [
+        "fixed_0.5", "healthy_p95", "healthy_fpr5", "healthy_fpr1"]
+    with pytest.raises(CavlogError, match="fprs="):
+        healthy_fpr_thresholds(values, (0.0,))

@@ -83,9 +83,12 @@ def test_tiny_run_reduces_loss_and_expands_attention(tmp_path):
     assert result.iterations == 60 and result.checkpoint_path.is_file()
     assert 0.0 <= result.healthy_fc_satisfied <= 1.0
     keys = ["healthy_p85", "healthy_p90", "healthy_p95", "healthy_p98", "healthy_p99"]
-    assert list(result.thresholds) == keys
+    fpr_keys = ["healthy_fpr0.5", "healthy_fpr1", "healthy_fpr5"]
+    assert list(result.thresholds) == keys + fpr_keys
     values = [result.thresholds[k] for k in keys]
     assert values == sorted(values) and 0 < values[0] and values[-1] <= 1
+    fpr = [result.thresholds[k] for k in fpr_keys]  # a lower stated rate, a higher threshold
+    assert fpr == sorted(fpr, reverse=True) and 0 < fpr[-1] and fpr[0] <= 1
 
     lines = [json.loads(s) for s in result.history_path.read_text().splitlines()]
     assert [ln["iteration"] for ln in lines[:60]] == list(range(1, 61))

@@ -169,17 +169,20 @@ class EvaluationReport:
                " (what that resolution allows)"),
             "",
             "| threshold strategy | threshold | Dice (pooled) | IoU (pooled) "
-            "| Dice per scan (mean ± std) |",
-            "|---|---:|---:|---:|---:|",
+            "| Dice per scan (mean ± std) | FPR on non-lesion pixels |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for label, s in self.strategies.items():
+            stated = (f" (stated {label.removeprefix('healthy_fpr')} %)"
+                      if label.startswith("healthy_fpr") else "")
             lines.append(f"| {label} | {f(s['threshold'])} | {f(s['dice'])} | {f(s['iou'])} | "
-                         f"{f(s['dice_per_scan_mean'])} ± {f(s['dice_per_scan_std'])} |")
+                         f"{f(s['dice_per_scan_mean'])} ± {f(s['dice_per_scan_std'])} | "
+                         f"{100 * s.get('fpr', float('nan')):.2f} %{stated} |")
         op = self.operating_point
         per_scan = (f"{f(op['dice_per_scan_mean'])} ± {f(op['dice_per_scan_std'])}"
                     if "dice_per_scan_mean" in op else "–")
         lines.append(f"| best F1 — {ORACLE_NOTE} | {f(op['threshold_best'])} | "
-                     f"{f(op['dice_best'])} | {f(op['iou_best'])} | {per_scan} |")
+                     f"{f(op['dice_best'])} | {f(op['iou_best'])} | {per_scan} | – |")
         return "\n".join(lines)
 
 
@@ -378,6 +381,8 @@ def evaluate(
         label: {
             "threshold": float(thr[j]),
             **{m: float(pooled[m][j]) for m in ("dice", "iou", "precision", "recall")},
+            # Voxel false-positive rate on the non-lesion pixels: what a healthy_fprX promises.
+            "fpr": float(totals[1, j]) / max(summary["n_pixels"] - summary["n_positive"], 1),
             "dice_per_scan_mean": float(scan_dice[:, j].mean()),
             "dice_per_scan_std": float(scan_dice[:, j].std()),
         }

@@ -20,7 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="For every case of INPUT (a case folder, a NIfTI file or a dataset root), "
                     "compute the normalised anomaly map of every axial slice with brain and "
                     "write DIR/<ID>_anomaly.nii.gz (float32 in [0, 1]) and DIR/<ID>_mask.nii.gz "
-                    "(uint8, map >= threshold inside the brain) in the input's geometry.",
+                    "(uint8, map >= threshold inside the brain) in the input's geometry, and "
+                    "DIR/<ID>_lesions.csv (one row per 3-D lesion, volume_ml, centroid, max "
+                    "score, slices).",
     )
     p.add_argument("checkpoint", type=existing_path, help="checkpoint.pt written by cavlog train")
     p.add_argument("input", type=existing_path, help="case folder, NIfTI file or dataset root")
@@ -28,7 +30,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threshold", default="0.5",
                    help="mask threshold: a number in [0, 1] (default 0.5, the paper's), "
                         "'healthy' (= the checkpoint's healthy_p95) or 'healthy:pXX' "
-                        "(p85, p90, p95, p98, p99: percentiles of maps of healthy slices)")
+                        "(p85, p90, p95, p98, p99: percentiles of maps of healthy slices) or "
+                        "'healthy:fprX' (fpr0.5, fpr1, fpr5: the value above which X %% of "
+                        "healthy validation brain voxels fall, an expected false-positive rate)")
+    p.add_argument("--min-lesion-ml", type=float, default=0.05, metavar="ML",
+                   help="lesions (3-D connected components of the mask) smaller than this are "
+                        "left out of <ID>_lesions.csv; default 0.05 mL")
     add_inference_options(p)
     return p
 
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import load_checkpoint
 
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
+    require(args.min_lesion_ml >= 0, f"--min-lesion-ml {args.min_lesion_ml}: must be >= 0")
     output_dir(args.out)
     cases = find_cases(args.input)
     device = resolve_device(args.device)
@@ -66,6 +74,7 @@ def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: fl
     from .._progress import drain
     from ..data.io import load_case, save_like
     from ..inference.predict import predict_volume
+    from ..lesions import find_lesions, write_lesions_csv
 
     case = load_case(files)
     t0 = time.perf_counter()
@@ -87,5 +96,10 @@ def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: fl
     out: Path = args.out
     map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
     mask_path = save_like(mask, case, out / f"{case.case_id}_mask.nii.gz")
+    table = find_lesions(mask.astype(bool), affine=case.affine, scores=result.anomaly,
+                         min_volume_ml=args.min_lesion_ml)
+    csv_path = write_lesions_csv(table, out / f"{case.case_id}_lesions.csv")
     print(f"{case.case_id}: {len(result.z)} slices in {time.perf_counter() - t0:.1f} s; "
-          f"{map_path}, {mask_path} ({int(mask.sum())} voxels >= {threshold:.4g} [{label}])")
+          f"{map_path}, {mask_path} ({int(mask.sum())} voxels >= {threshold:.4g} [{label}]); "
+          f"{len(table.lesions)} lesion(s) >= {args.min_lesion_ml:g} mL, "
+          f"{table.total_ml:.2f} mL in all: {csv_path}")

@@ -20,7 +20,10 @@ from ..errors import CavlogError
 
 __all__ = [
     "DEFAULT_HEALTHY_KEY",
+    "HEALTHY_FPRS",
     "HEALTHY_PERCENTILES",
+    "fpr_key",
+    "healthy_fpr_thresholds",
     "healthy_key",
     "healthy_thresholds",
     "parse_threshold",
@@ -29,16 +32,54 @@ __all__ = [
 
 #: Percentiles stored in every checkpoint.
 HEALTHY_PERCENTILES: tuple[float, ...] = (85.0, 90.0, 95.0, 98.0, 99.0)
+#: Voxel false-positive rates (%) on healthy tissue for which a threshold is stored: the map value
+#: above which that share of all healthy validation brain pixels falls (pooled, not per image).
+HEALTHY_FPRS: tuple[float, ...] = (0.5, 1.0, 5.0)
 #: What ``--threshold healthy`` means.
 DEFAULT_HEALTHY_KEY = "healthy_p95"
 
 _HEALTHY_RE = re.compile(r"^healthy(?:[:_]p?(\d+(?:\.\d+)?))?$")
+_FPR_RE = re.compile(r"^healthy[:_]fpr(\d+(?:\.\d+)?)$")
 _IMAGES_PER_CHUNK = 128  # bounds the sort buffer to ~128 * R² floats
 
 
 def healthy_key(percentile: float) -> str:
     """Key of a healthy percentile: ``95 -> "healthy_p95"``, ``97.5 -> "healthy_p97.5"``."""
     return f"healthy_p{float(percentile):g}"
+
+
+def fpr_key(fpr: float) -> str:
+    """Key of a false-positive-rate threshold: ``1 -> "healthy_fpr1"``, ``0.5 -> ...fpr0.5``."""
+    return f"healthy_fpr{float(fpr):g}"
+
+
+def healthy_fpr_thresholds(values: Tensor | Sequence[float], fprs: Sequence[float] = HEALTHY_FPRS
+                           ) -> dict[str, float]:
+    """Thresholds with a stated voxel false-positive rate on healthy tissue.
+
+    Parameters
+    ----------
+    values : 1-D tensor or array
+        Normalised map values of *healthy* brain pixels, pooled over all validation slices.
+    fprs : sequence of float
+        Rates in percent, in (0, 100).
+
+    Returns
+    -------
+    dict
+        ``{"healthy_fpr1": t, ...}``: ``t`` is the ``1 - fpr / 100`` quantile of ``values``
+        (linear interpolation), so that ``map >= t`` flags about ``fpr`` % of healthy pixels.
+    """
+    import numpy as np
+
+    v = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values,
+                   dtype=np.float64).ravel()
+    if v.size == 0:
+        raise CavlogError("healthy false-positive thresholds: no healthy brain pixel")
+    if any(not 0 < f < 100 for f in fprs):
+        raise CavlogError(f"fprs={tuple(fprs)}: each rate must be in (0, 100) percent")
+    qs = np.quantile(v, [1 - f / 100 for f in fprs])
+    return {fpr_key(f): float(q) for f, q in zip(fprs, qs)}
 
 
 def healthy_thresholds(
@@ -123,6 +164,15 @@ def parse_threshold(spec: str | float, thresholds: Mapping[str, float] | None) -
         text = f"{value:g}"
     else:
         text = spec.strip().lower()
+    fpr = _FPR_RE.match(text)
+    if fpr:
+        key = fpr_key(float(fpr.group(1)))
+        if key not in (thresholds or {}):
+            have = ", ".join(sorted(thresholds or {})) or "none"
+            raise CavlogError(f"threshold {spec!r}: the checkpoint has no {key} (available: "
+                              f"{have}; checkpoints trained before this option have none: "
+                              "fine-tune or retrain to get them)")
+        return float(thresholds[key]), key  # type: ignore[index]
     match = _HEALTHY_RE.match(text)
     if match:
         key = DEFAULT_HEALTHY_KEY if match.group(1) is None else healthy_key(float(match.group(1)))
@@ -159,4 +209,8 @@ def threshold_strategies(
     }
     for key in sorted(healthy, key=lambda k: float(k[len("healthy_p"):])):
         out[key] = healthy[key]
+    fpr = {k: float(v) for k, v in (thresholds or {}).items()
+           if k.startswith("healthy_fpr") and math.isfinite(float(v))}
+    for key in sorted(fpr, key=lambda k: -float(k[len("healthy_fpr"):])):
+        out[key] = fpr[key]
     return out

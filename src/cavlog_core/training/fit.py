@@ -27,7 +27,7 @@ from ..config import RunConfig
 from ..device import resolve_device, warn_if_cpu_fallback
 from ..errors import CavlogError
 from ..inference.maps import normalize_maps
-from ..inference.thresholds import healthy_thresholds
+from ..inference.thresholds import healthy_fpr_thresholds, healthy_thresholds
 from ..methods import Batch, Method, get_method
 from .checkpoint import config_from_payload, load_weights, read_checkpoint, save_checkpoint
 from .distributed import (
@@ -212,6 +212,9 @@ def _validate(
     bs = config.train.batch_size
     joint = getattr(method, "anomaly_maps_and_fc", None)
     sums: dict[str, float] = {}
+    pooled: list[Tensor] = []  # healthy brain pixels, for the false-positive-rate thresholds
+    # Keep at most ~20 M pooled values: a fixed subsampling stride, the same for every batch.
+    stride = max(1, int(slices.brain.sum()) // 20_000_000 + 1)
     satisfied = 0
     has_fc = False
     for start in range(0, n, bs):
@@ -227,11 +230,15 @@ def _validate(
         # sizes gives exactly the mean over all slices.
         for key, value in healthy_thresholds(maps, batch.brain).items():
             sums[key] = sums.get(key, 0.0) + value * len(index)
+        pooled.append(maps[batch.brain.to(maps.device)].float().cpu()[::stride])
         if fc is not None:
             has_fc = True
             satisfied += int((fc <= 0).sum())
         yield TrainEvent(total, total, 0, "validate", {"validated": min(n, start + bs) / n})
     thresholds = {k: v / n for k, v in sums.items()}
+    values = torch.cat(pooled) if pooled else torch.zeros(0)
+    if values.numel():
+        thresholds.update(healthy_fpr_thresholds(values))
     return (satisfied / n if has_fc else None), thresholds
 
 
