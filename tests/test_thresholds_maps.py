@@ -136,7 +136,7 @@ def test_fpr_thresholds_by_hand_and_parsing():
     assert t == pytest.approx({"healthy_fpr1": 0.99, "healthy_fpr5": 0.95})
     assert float((values >= t["healthy_fpr1"]).float().mean()) == pytest.approx(0.01, abs=1e-3)
     assert parse_threshold("healthy:fpr1", t) == (pytest.approx(0.99), "healthy_fpr1")
-    with pytest.raises(CavlogError, match="no healthy_fpr0.5"):
+    with pytest.raises(CavlogError, match=r"no healthy_fpr0\.5"):
         parse_threshold("healthy:fpr0.5", t)
     assert list(threshold_strategies({"healthy_p95": 0.9, **t})) == [
         "fixed_0.5", "healthy_p95", "healthy_fpr5", "healthy_fpr1"]
