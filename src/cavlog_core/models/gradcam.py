@@ -155,13 +155,20 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
     updated. BatchNorms in evaluation mode are left alone. Not thread-safe (it sets an instance
     ``forward`` on the affected modules and removes it on exit).
     """
-    patched = [bn for bn in _batch_norms(module) if _uses_batch_stats(bn)]
+    with _patched_forwards([bn for bn in _batch_norms(module) if _uses_batch_stats(bn)],
+                           _held_stats_forward):
+        yield
+
+
+@contextlib.contextmanager
+def _patched_forwards(bns: list, make_forward) -> Iterator[None]:
+    """Give each of ``bns`` the instance ``forward`` ``make_forward(bn)``; remove it on exit."""
     try:
-        for bn in patched:
-            bn.forward = _held_stats_forward(bn)
+        for bn in bns:
+            bn.forward = make_forward(bn)
         yield
     finally:
-        for bn in patched:
+        for bn in bns:
             bn.__dict__.pop("forward", None)
 
 
@@ -185,13 +192,8 @@ def running_statistics(module: nn.Module) -> Iterator[None]:
     """
     patched = [bn for bn in _batch_norms(module)
                if bn.training and bn.running_mean is not None and bn.running_var is not None]
-    try:
-        for bn in patched:
-            bn.forward = _running_stats_forward(bn)
+    with _patched_forwards(patched, _running_stats_forward):
         yield
-    finally:
-        for bn in patched:
-            bn.__dict__.pop("forward", None)
 
 
 _HELD = {"gradient-frozen-bn": frozen_batch_statistics, "gradient-running-bn": running_statistics}
