@@ -179,3 +179,21 @@ def test_large_scans_are_read_in_the_background(make_napari_viewer, make_case, t
     viewer.open(str(bad), plugin="napari-cavlog")
     assert wait_until(lambda: bool(errors) and not workers[-1].is_running, timeout=60)
     assert len(viewer.layers) == 2 and "NaN" in errors[0] and "\n" not in errors[0]
+
+
+def test_reader_claims_folders_it_can_explain_and_opens_dataset_roots(tmp_path, make_case,
+                                                                       monkeypatch):
+    import napari.utils.notifications as notifications
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    no_flair = tmp_path / "T1_ONLY"
+    write_nifti(no_flair / "T1_ONLY_t1.nii.gz", np.ones((8, 8, 8), np.int16))
+    assert _read(no_flair) == [(None,)]  # claimed, with this plugin's reason
+    assert len(shown) == 1 and "no FLAIR image" in shown[0]
+    root = tmp_path / "root"
+    make_case("R_1", root=root)
+    make_case("R_2", root=root)
+    layers = _read(root)
+    assert [meta["name"] for _, meta, _ in layers] == [
+        "R_1 FLAIR", "R_1 ground truth", "R_2 FLAIR", "R_2 ground truth"]

@@ -21,7 +21,7 @@ def _load(paths: Sequence[Path], label: str) -> list[Any] | str:
     Failures are returned rather than raised: napari would relay a worker's exception as a
     traceback notification.
     """
-    from cavlog_core.data.io import load_case
+    from cavlog_core.data.io import find_cases, load_case
     from cavlog_core.errors import CavlogError
 
     from ._layers import case_layer_data
@@ -29,7 +29,8 @@ def _load(paths: Sequence[Path], label: str) -> list[Any] | str:
     layers: list[Any] = []
     try:
         for p in paths:
-            layers.extend(case_layer_data(load_case(Path(p))))
+            for files in find_cases(Path(p)):
+                layers.extend(case_layer_data(load_case(files)))
     except CavlogError as err:
         return str(err)
     except (OSError, MemoryError) as err:

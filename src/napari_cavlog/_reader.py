@@ -26,10 +26,18 @@ _FLAIR_ENDINGS = tuple(f"{tag}{ext}" for tag in ("_flair", "-t2f") for ext in _N
 
 
 def _handles(path: str | Path) -> bool:
+    """NIfTI files, and folders holding NIfTI files directly or one level down (a case folder
+    or a dataset root). A folder whose files cannot be used is still claimed, so that the user
+    gets this plugin's one-line reason instead of napari's generic refusal."""
     p = Path(path)
     if p.is_dir():
         try:
-            return any(f.name.lower().endswith(_FLAIR_ENDINGS) for f in p.iterdir() if f.is_file())
+            entries = list(p.iterdir())
+            if any(f.is_file() and f.name.lower().endswith(_NIFTI) for f in entries):
+                return True
+            return any(f.is_file() and f.name.lower().endswith(_FLAIR_ENDINGS)
+                       for d in entries if d.is_dir() and not d.name.startswith(".")
+                       for f in d.iterdir())
         except OSError:
             return False
     return p.is_file() and p.name.lower().endswith(_NIFTI)
@@ -49,7 +57,7 @@ def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | lis
     An expected failure (corrupt file, unreadable folder, ...) becomes a one-line napari error
     notification and no layer, instead of a traceback dialog.
     """
-    from cavlog_core.data.io import load_case
+    from cavlog_core.data.io import find_cases, load_case
     from cavlog_core.errors import CavlogError
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
@@ -63,7 +71,8 @@ def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | lis
     layers: list[LayerData] = []
     for p in paths:
         try:
-            layers.extend(case_layer_data(load_case(Path(p))))
+            for files in find_cases(Path(p)):  # a dataset root opens every case
+                layers.extend(case_layer_data(load_case(files)))
         except (CavlogError, OSError, MemoryError) as err:
             from napari.utils.notifications import show_error
 
