@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import platform
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,15 @@ def _load_problem(err: Exception) -> str:
         detail = unsafe.split("Unsupported global:", 1)[1].split(" was not", 1)[0].strip()
         return (f"holds pickled Python objects ({detail}); refusing to load them "
                 "(weights_only=True), this is not a cavlog checkpoint")
+    if lines and lines[0].startswith("Weights only load failed"):
+        # torch's text is a paragraph of advice; the reason is the line after "WeightsUnpickler".
+        at = next((i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln), None)
+        detail = lines[at].split("WeightsUnpickler error:", 1)[1].strip() if at is not None \
+            else ""
+        if not detail and at is not None and at + 1 < len(lines):
+            detail = lines[at + 1]
+        return (f"holds pickled data that torch's safe loader refuses ({detail or 'unknown'}); "
+                "refusing to load it (weights_only=True), this is not a cavlog checkpoint")
     first = lines[0] if lines else type(err).__name__
     return f"not a readable PyTorch checkpoint ({first[:160]})"
 
@@ -145,7 +155,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "not a readable PyTorch checkpoint (not a zip archive: "
                                    "corrupt, truncated or another file type)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
         raise InputFileError(path, _load_problem(err)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
