@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import CavlogError
@@ -22,9 +22,7 @@ RUN_LOCK_NAME = ".cavlog-run.lock"
 
 
 class FolderBusy(CavlogError):
-    """Another live process is writing into this folder right now (``owner``: its id)."""
-
-    owner: int = 0
+    """Another live process is writing into this folder right now."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -40,7 +38,8 @@ def pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, name: str = RUN_LOCK_NAME, *, what: str = "a run",
-                allow_same_process: bool = False) -> Iterator[Path]:
+                allow_same_process: bool = False,
+                busy: Callable[[int], CavlogError] | None = None) -> Iterator[Path]:
     """Hold ``folder/name`` (created with this process id) for the ``with`` block.
 
     Parameters
@@ -53,12 +52,14 @@ def folder_lock(folder: str | Path, name: str = RUN_LOCK_NAME, *, what: str = "a
         Described in the error, e.g. ``"cavlog train"``.
     allow_same_process : bool
         Treat a lock held by this very process as stale (the benchmark re-enters its runs).
+    busy : callable, optional
+        ``busy(owner_pid)`` builds the error raised when a live process holds the lock.
 
     Raises
     ------
     FolderBusy
-        When a live process holds the lock: ``"<folder>: <what> is already writing here
-        (process <pid>, lock <file>)"``.
+        When a live process holds the lock (and ``busy`` is not given): ``"<folder>: <what> is
+        already writing here (process <pid>, lock <file>)"``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,10 +74,11 @@ def folder_lock(folder: str | Path, name: str = RUN_LOCK_NAME, *, what: str = "a
                 owner = 0
             mine = owner == os.getpid()
             if owner and pid_alive(owner) and not (mine and allow_same_process):
-                busy = FolderBusy(f"{folder}: {what} is already writing here (process {owner}, "
-                                  f"lock {path.name}); wait for it or choose another folder")
-                busy.owner = owner
-                raise busy from None
+                if busy is not None:
+                    raise busy(owner) from None
+                raise FolderBusy(f"{folder}: {what} is already writing here (process {owner}, "
+                                 f"lock {path.name}); wait for it or choose another folder"
+                                 ) from None
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # stale: its process is gone
             continue

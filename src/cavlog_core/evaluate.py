@@ -282,9 +282,9 @@ def evaluate(
     twin = inference_modules(loaded.modules, dev)
 
     hist = ScoreHistogram()
-    # AUROC inside the brain and over all pixels, and the FLAIR references (full and pooled to
-    # the CAM grid), all streamed so they cost no extra memory.
-    extra = {k: ScoreHistogram() for k in ("brain", "all", "flair", "flair_pooled")}
+    # The AUROC over the pixels not pooled (all pixels, or the brain with --all-pixels) and the
+    # FLAIR references (full and pooled to the CAM grid), streamed: no extra memory.
+    extra = {k: ScoreHistogram() for k in ("other", "flair", "flair_pooled")}
     cam_grid = _cam_grid(loaded)
     kept_scores: list[np.ndarray] | None = []
     kept_labels: list[np.ndarray] = []
@@ -316,11 +316,10 @@ def evaluate(
             scan += np.stack(counts_at_thresholds(scores, lesion, thr, region))
             hist.update(scores, lesion, region)
             brain = batch.brain[start:stop]
-            extra["brain"].update(scores, lesion, brain)
-            extra["all"].update(scores, lesion)
-            images = batch.images[start:stop]
-            extra["flair"].update(images * brain, lesion, region)
-            extra["flair_pooled"].update(_pooled(images * brain, cam_grid), lesion, region)
+            extra["other"].update(scores, lesion, brain if all_pixels else None)
+            flair = batch.images[start:stop] * brain
+            extra["flair"].update(flair, lesion, region)
+            extra["flair_pooled"].update(_pooled(flair, cam_grid), lesion, region)
             if kept_scores is not None:  # exact metrics while the pooled pixels stay small
                 s = scores.reshape(-1) if region is None else scores[region]
                 n_kept += s.size
@@ -351,8 +350,9 @@ def evaluate(
     summary = curves.summary()
     pixel = {k: summary[k] for k in ("auroc", "auprc", "average_precision", "n_pixels",
                                      "n_positive", "exact", "error_bound")}
-    pixel["auroc_brain"] = extra["brain"].curves().summary()["auroc"]
-    pixel["auroc_all_pixels"] = extra["all"].curves().summary()["auroc"]
+    other = extra["other"].curves().summary()["auroc"]
+    pixel["auroc_brain"] = other if all_pixels else summary["auroc"]
+    pixel["auroc_all_pixels"] = summary["auroc"] if all_pixels else other
     pixel["prevalence"] = summary["n_positive"] / max(summary["n_pixels"], 1)
     reference = {
         "flair_auprc": extra["flair"].curves().summary()["auprc"],

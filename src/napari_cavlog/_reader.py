@@ -15,7 +15,7 @@ from typing import Any
 
 from ._layers import LayerData, case_layer_data
 
-__all__ = ["BACKGROUND_VOXELS", "get_reader", "read_cases"]
+__all__ = ["BACKGROUND_VOXELS", "get_reader", "load_layer_data", "read_cases"]
 
 #: Scans larger than this (voxels, all paths together) are read in a worker thread when a
 #: viewer is open (about 1 s of work on 2 cores for 20 M voxels, e.g. 2 BraTS volumes at once).
@@ -51,15 +51,34 @@ def get_reader(path: str | Path | Sequence[str | Path]) -> Callable[..., list[An
     return read_cases
 
 
-def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | list[tuple[None]]:
-    """Read case folders / NIfTI files into FLAIR image (+ ground-truth labels) layer data.
+def load_layer_data(paths: Sequence[str | Path]) -> tuple[list[LayerData], list[str]]:
+    """Layer data of every case in ``paths`` (a dataset root opens every case), and one message
+    per path that could not be read (expected failures only: bad files, the system's refusals).
 
-    An expected failure (corrupt file, unreadable folder, ...) becomes a one-line napari error
-    notification and no layer, instead of a traceback dialog.
+    Qt-free and safe to call from a worker thread.
     """
     from cavlog_core.data.io import find_cases, load_case
     from cavlog_core.errors import CavlogError
 
+    layers: list[LayerData] = []
+    problems: list[str] = []
+    for p in paths:
+        try:
+            for files in find_cases(Path(p)):
+                layers.extend(case_layer_data(load_case(files)))
+        except (CavlogError, OSError, MemoryError) as err:
+            problems.append(str(err) if isinstance(err, CavlogError) else
+                            f"{p}: {getattr(err, 'strerror', None) or type(err).__name__}")
+    return layers, problems
+
+
+def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | list[tuple[None]]:
+    """Read case folders / NIfTI files into FLAIR image (+ ground-truth labels) layer data.
+
+    An expected failure (corrupt file, unreadable folder, ...) becomes a one-line napari error
+    notification and no layer, instead of a traceback dialog. Large scans are read in a worker
+    thread when a viewer is open (their layers are added when read).
+    """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     viewer = _current_viewer()
     if viewer is not None and _claimed_voxels(paths) > BACKGROUND_VOXELS:
@@ -68,16 +87,11 @@ def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | lis
         read_in_background(viewer, [Path(p) for p in paths],
                            label=", ".join(Path(p).name for p in paths))
         return [(None,)]  # the layers arrive when the worker is done
-    layers: list[LayerData] = []
-    for p in paths:
-        try:
-            for files in find_cases(Path(p)):  # a dataset root opens every case
-                layers.extend(case_layer_data(load_case(files)))
-        except (CavlogError, OSError, MemoryError) as err:
-            from napari.utils.notifications import show_error
+    layers, problems = load_layer_data(paths)
+    if problems:
+        from napari.utils.notifications import show_error
 
-            message = str(err) if isinstance(err, CavlogError) else \
-                f"{p}: {getattr(err, 'strerror', None) or type(err).__name__}"
+        for message in problems:
             show_error(f"napari-cavlog: {message}")
     return layers or [(None,)]
 

@@ -264,14 +264,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     Several benchmark processes may share one output folder; a run locked by another live
     process raises :class:`RunBusy`, a lock left by a dead process is taken over.
     """
-    try:
-        with folder_lock(run_dir, LOCK_NAME, what="another benchmark process",
-                         allow_same_process=True):
-            yield
-    except RunBusy:
-        raise
-    except FolderBusy as err:
-        raise RunBusy(f"{run_dir}: being computed by process {err.owner}") from None
+    with folder_lock(run_dir, LOCK_NAME, allow_same_process=True,
+                     busy=lambda owner: RunBusy(f"{run_dir}: being computed by process {owner}")):
+        yield
 
 
 def run_one(

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .._progress import drain
     from ..device import resolve_device, warn_if_cpu_fallback
     from ..evaluate import evaluate
 
@@ -59,18 +60,17 @@ def _run(args: argparse.Namespace) -> int:
     gen = evaluate(args.checkpoint, args.data, split=args.split, slices=args.slices,
                    all_pixels=args.all_pixels, device=str(device), batch_size=args.batch_size)
     bar = None
+
+    def show(ev) -> None:
+        nonlocal bar
+        if bar is None:  # after the first scan, so early errors print no bar
+            bar = tqdm(desc="evaluate", unit="scan", file=sys.stderr, dynamic_ncols=True,
+                       leave=False, total=ev.total)
+        bar.set_postfix_str(ev.case_id + (" (skipped)" if ev.skipped else ""), refresh=False)
+        bar.update(ev.done - bar.n)
+
     try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                report = stop.value
-                break
-            if bar is None:  # after the first scan, so early errors print no bar
-                bar = tqdm(desc="evaluate", unit="scan", file=sys.stderr, dynamic_ncols=True,
-                           leave=False, total=ev.total)
-            bar.set_postfix_str(ev.case_id + (" (skipped)" if ev.skipped else ""), refresh=False)
-            bar.update(ev.done - bar.n)
+        report = drain(gen, show)
     finally:
         if bar is not None:
             bar.close()

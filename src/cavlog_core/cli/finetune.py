@@ -42,14 +42,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputFileError
     from ..training import fit
-    from ..training.checkpoint import config_from_payload, load_checkpoint, read_checkpoint
+    from ..training.checkpoint import load_checkpoint
     from ..training.fit import finetune_config
 
     if not args.healthy_dir.exists():
         raise InputFileError(args.healthy_dir, "no such file or directory")
-    payload = read_checkpoint(args.checkpoint)
-    base = config_from_payload(args.checkpoint, payload)
-    load_checkpoint(args.checkpoint)  # method and weights checked before any scan is read
+    # Config, method and weights are all checked here, before any scan is read.
+    base = load_checkpoint(args.checkpoint).config
     overrides = {
         "iterations": args.iterations, "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "lam": args.lam, "p": args.p, "t": args.t, "device": args.device,

@@ -63,8 +63,8 @@ def describe_case(files: CaseFiles, case: Case, cfg: PreprocessConfig) -> dict[s
         "slices": [int(v) for v in z],
         "lesion_free_slices": None,
         "kept_for_evaluation": None,
+        "lesion_area_mm2": None,
     }
-    info["lesion_area_mm2"] = None
     if case.seg is not None:
         pixel_mm2 = float(case.spacing[0] * case.spacing[1])
         per_slice = np.count_nonzero((case.seg[:, :, z] > 0) & case.brain_mask[:, :, z],
@@ -132,14 +132,10 @@ def summarize(infos: list[dict[str, Any]]) -> dict[str, Any]:
         "lesion_free_selected_slices": int(sum(i["lesion_free_slices"] for i in with_gt)),
         "kept_for_evaluation": int(sum(bool(i["kept_for_evaluation"]) for i in with_gt)),
         "lesion_fraction_mean": float(np.mean(fr)) if fr else None,
+        "cases_with_lesion_selected": len(sick),
         "lesion_fraction_selected": _spread(np.asarray(sel, dtype=float)),
         "lesion_area_mm2_per_slice": _spread(areas),
     }
-
-
-def sick_ids(infos: list[dict[str, Any]]) -> list[str]:
-    """Ids of the inspected cases with lesion on their selected slices."""
-    return [i["case_id"] for i in infos if i.get("lesion_fraction_selected")]
 
 
 def _spread(values: np.ndarray) -> dict[str, float] | None:
@@ -175,8 +171,9 @@ def run(args: argparse.Namespace) -> int:
               f"{s['kept_for_evaluation']} kept for evaluation; mean lesion fraction {mean}")
         sel, area = s["lesion_fraction_selected"], s["lesion_area_mm2_per_slice"]
         if sel is not None and area is not None:
-            print(f"lesion on the selected slices ({cfg.slices}, {len(sick_ids(infos))} cases "
-                  f"with a lesion there): {100 * sel['min']:.1f} / "
+            print(f"lesion on the selected slices ({cfg.slices}, "
+                  f"{s['cases_with_lesion_selected']} cases with a lesion there): "
+                  f"{100 * sel['min']:.1f} / "
                   f"{100 * sel['median']:.1f} / {100 * sel['max']:.1f} % of brain pixels per "
                   f"case, {area['min']:.0f} / {area['median']:.0f} / {area['max']:.0f} mm² per "
                   "slice (min / median / max)")

@@ -92,11 +92,11 @@ def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: fl
         warnings.warn(f"{case.case_id}: the anomaly map is constant inside the brain "
                       f"({float(brain_values[0]):g}); the model gives no usable map",
                       RuntimeWarning, stacklevel=1)
-    mask = ((result.anomaly >= threshold) & case.brain_mask).astype(np.uint8)
+    mask = (result.anomaly >= threshold) & case.brain_mask
     out: Path = args.out
     map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
-    mask_path = save_like(mask, case, out / f"{case.case_id}_mask.nii.gz")
-    table = find_lesions(mask.astype(bool), affine=case.affine, scores=result.anomaly,
+    mask_path = save_like(mask.astype(np.uint8), case, out / f"{case.case_id}_mask.nii.gz")
+    table = find_lesions(mask, affine=case.affine, scores=result.anomaly,
                          min_volume_ml=args.min_lesion_ml)
     csv_path = write_lesions_csv(table, out / f"{case.case_id}_lesions.csv")
     print(f"{case.case_id}: {len(result.z)} slices in {time.perf_counter() - t0:.1f} s; "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -370,8 +371,6 @@ def _check_claimed_size(path: Path, shape: tuple[int, int, int]) -> None:
 
 def _check_affine(path: Path, affine: np.ndarray) -> None:
     """Finite, invertible voxel-to-world affine; warn when oblique or of extreme spacing."""
-    import warnings
-
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4) or not np.isfinite(a).all():
         raise InputFileError(path, "the affine (voxel-to-world matrix) holds NaN or Inf values: "
@@ -456,8 +455,6 @@ def _finish_case(case_id: str, flair: np.ndarray, seg: np.ndarray | None,
                                  f"{float(flair_c.min()):g}")
         share = float(brain_c.mean())
         if not 0.005 <= share <= 0.6:  # a skull-stripped head fills 10-35 % of its grid
-            import warnings
-
             warnings.warn(f"{name}: the brain found fills {100 * share:.1f} % of the volume; "
                           "this does not look like a skull-stripped brain scan (noise, another "
                           "body part or a missing brain mask?)", RuntimeWarning, stacklevel=3)

@@ -212,14 +212,13 @@ def _validate_payload(path: Path, payload: Mapping[str, Any]) -> None:
         raise InputFileError(path, f"checkpoint holds {total:,} weights, more than the "
                                    f"{MAX_PARAMETERS:,} accepted")
     for name, m in modules.items():
-        floats = [t for t in m.values() if t.is_floating_point()]
         bad = next((k for k, t in m.items() if t.is_floating_point()
                     and not bool(torch.isfinite(t).all())), None)
         if bad is not None:
             raise InputFileError(path, f"weights of {name!r} hold NaN or Inf values (e.g. "
                                        f"{bad}); the model would give no usable map")
         weights = [t for k, t in m.items() if t.is_floating_point() and k.endswith("weight")]
-        if floats and weights and all(not bool(t.any()) for t in weights):
+        if weights and all(not bool(t.any()) for t in weights):
             raise InputFileError(path, f"every weight of {name!r} is zero; the model would give "
                                        "a constant map")
 
