@@ -32,8 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "napari.png")
     p.add_argument("--device", default="auto")
     p.add_argument("--threshold", default=None,
-                   help="'gt', 'healthy' (p95), or a number (default: gt if there is ground "
-                        "truth, else healthy)")
+                   help="'gt', 'healthy' (the widget's start: FPR 1 %%, else p95), or a number "
+                        "(default: gt if there is ground truth, else healthy)")
     p.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT in pixels")
     return p.parse_args(argv)
 
@@ -81,17 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     choice = args.threshold or ("gt" if analysis.gt_threshold is not None else "healthy")
     if choice == "gt" and analysis.gt_threshold is not None:
         widget.gt_button.click()
-    elif choice == "healthy" and "healthy_p95" in analysis.thresholds:
-        widget.healthy_button.click()
     elif choice not in ("gt", "healthy"):
         widget.threshold = float(choice)
     gt = analysis.cache.gt
     focus = gt if gt is not None and gt.any() else widget.mask_layer.data
     z = int(np.argmax(np.asarray(focus).reshape(focus.shape[0], -1).sum(axis=1)))
     viewer.dims.set_current_step(0, z)
-    if widget.gt_combo.layer() is not None:  # expert outline on top, in its own colours
+    if widget.gt_combo.layer() is not None:  # the expert outline above the results
         gt_layer = widget.gt_combo.layer()
-        gt_layer.contour, gt_layer.opacity = 1, 1.0
         viewer.layers.move(viewer.layers.index(gt_layer), len(viewer.layers))
     viewer.layers.selection.active = widget.anomaly_layer
     viewer.reset_view()

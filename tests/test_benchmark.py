@@ -61,7 +61,7 @@ def test_settings_cover_table_1_and_the_ablations():
     with pytest.raises(CavlogError, match="twice"):
         method_settings("vae,vae")
     assert set(ABLATIONS) == {"barrier-vs-l2", "image-vs-pixel", "lambda", "cam-stage", "t",
-                              "recon", "healthy-percentile", "cam-weights"}
+                              "recon", "healthy-percentile", "cam-weights", "latent"}
     bl2 = ablation("barrier-vs-l2").settings
     assert len(bl2) == 14 and {s.group for s in bl2} == {"barrier", "l2"}
     assert sorted({s.value for s in bl2}) == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
@@ -75,6 +75,8 @@ def test_settings_cover_table_1_and_the_ablations():
     assert ablation("cam-stage").settings[3].apply(base).model.cam_stage == 4
     assert [s.apply(base).train.lam for s in ablation("lambda").settings] == \
         [0.01, 0.1, 1.0, 10.0, 100.0]
+    assert [s.apply(base).model.latent_dim for s in ablation("latent").settings] == \
+        [16, 32, 64, 128]
     with pytest.raises(CavlogError, match="unknown"):
         ablation("dropout")
     assert config_difference(json.loads(json.dumps(base.to_dict())), base) is None

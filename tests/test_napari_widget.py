@@ -58,8 +58,15 @@ def test_anomaly_widget_end_to_end(make_napari_viewer, assets):
     widget.run(block=True)
     assert not widget.running and widget.analysis is not None, widget.status.text()
     overlay = widget.anomaly_layer
-    assert overlay.data.shape == flair.data.shape and overlay.colormap.name == "inferno"
-    assert overlay.blending == "additive"
+    assert overlay is widget.results_for(flair).anomaly
+    assert overlay.data.shape == flair.data.shape and "inferno" in overlay.colormap.name
+    # Translucent, transparent at 0 (the map is 0 outside the brain), with a colour bar.
+    assert overlay.blending == "translucent" and overlay.colormap.map(np.array([0.0]))[0, 3] == 0
+    assert overlay.colorbar.visible
+    assert gt_layer.contour > 0 and widget.mask_layer.contour > 0  # outlines, not fills
+    assert viewer.dims.axis_labels[0].startswith("axial")
+    letters = [layer for layer in viewer.layers if layer.name == "orientation"]
+    assert len(letters) == 1 and list(letters[0].features["letter"]) == ["A", "P", "L", "R"]
     brain = flair.metadata["cavlog"]["brain_mask"]
     # Min-max normalised at model resolution, then resampled to the scan: max close to 1.
     assert 0.9 < overlay.data[brain].max() <= 1.0 and overlay.data.min() == 0.0
@@ -124,6 +131,93 @@ def test_anomaly_widget_end_to_end(make_napari_viewer, assets):
     colourful = (np.abs(rgb[..., 0] - rgb[..., 2]) > 40).sum()
     assert colourful > 200, "the inferno overlay should colour the brain"
     assert np.abs(shot.astype(int) - plain.astype(int)).sum() > 0
+
+
+def test_two_cases_keep_their_own_results(make_napari_viewer, assets, tmp_path):
+    """A second case never writes into the first case's layers; a re-run updates its own."""
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, assets)
+    first = viewer.layers["SYN_0011 FLAIR"]
+    widget.run(first, block=True)
+    one = widget.results_for(first)
+    assert one is not None and one.analysis is not None, widget.status.text()
+    assert (one.anomaly.name, one.mask.name) == ("SYN_0011 FLAIR anomaly", "SYN_0011 FLAIR mask")
+    names = [layer.name for layer in viewer.layers]
+    at = names.index("SYN_0011 FLAIR")
+    assert names[at + 1:at + 3] == ["SYN_0011 FLAIR anomaly", "SYN_0011 FLAIR mask"]
+    map_one, mask_one = one.anomaly.data.copy(), one.mask.data.copy()
+    one.mask.visible = False  # the user's choice on case 1 must survive a run on case 2
+
+    other = write_synthetic_cases(tmp_path, (12,), shape=(72, 72, 40))[0]
+    add_case(viewer, other)
+    second = viewer.layers["SYN_0012 FLAIR"]
+    widget.run(second, block=True)
+    two = widget.results_for(second)
+    assert two is not None and two.analysis is not None, widget.status.text()
+    assert two.anomaly is not one.anomaly and two.mask is not one.mask
+    assert two.anomaly.name == "SYN_0012 FLAIR anomaly" and two.anomaly.visible
+    assert two.anomaly.data.shape == second.data.shape != first.data.shape
+    assert widget.analysis.case_id == "SYN_0012" and widget.anomaly_layer is two.anomaly
+    names = [layer.name for layer in viewer.layers]
+    at = names.index("SYN_0012 FLAIR")
+    assert names[at + 1:at + 3] == ["SYN_0012 FLAIR anomaly", "SYN_0012 FLAIR mask"]
+    np.testing.assert_array_equal(one.anomaly.data, map_one)  # case 1 untouched
+    np.testing.assert_array_equal(one.mask.data, mask_one)
+    assert not one.mask.visible and one.analysis.case_id == "SYN_0011"
+    assert widget.gt_combo.layer().name == "SYN_0012 ground truth"
+
+    # Choosing case 1 again shows its own results and threshold; a re-run updates its layers.
+    widget.threshold = 0.42
+    widget.flair_combo.select(first)
+    assert widget.analysis is one.analysis
+    assert widget.gt_combo.layer().name == "SYN_0011 ground truth"
+    assert widget.threshold == pytest.approx(TINY_THRESHOLDS["healthy_p95"])
+    n_layers = len(viewer.layers)
+    widget.run(block=True)
+    assert widget.results_for(first) is one and len(viewer.layers) == n_layers
+    assert one.anomaly.visible and one.mask.visible
+    np.testing.assert_allclose(one.anomaly.data, map_one, atol=1e-6)  # same model, same map
+    assert two.anomaly in viewer.layers and widget.results_for(second).threshold == 0.42
+
+
+def test_lesion_table_and_fpr_presets(make_napari_viewer, assets, tmp_path):
+    import torch
+
+    from cavlog_core.lesions import find_lesions
+    from napari_cavlog._orient import from_display
+
+    ckpt = make_tiny_checkpoint(tmp_path / "fpr" / "checkpoint.pt")
+
+    payload = torch.load(ckpt, weights_only=False)
+    payload["thresholds"] = {**TINY_THRESHOLDS, "healthy_fpr0.5": 0.9, "healthy_fpr1": 0.8,
+                             "healthy_fpr5": 0.6}
+    torch.save(payload, ckpt)
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, assets)
+    widget.set_checkpoint(ckpt)
+    widget.run(block=True)
+    assert widget.analysis is not None, widget.status.text()
+    assert widget.threshold == pytest.approx(0.8)  # FPR 1 % is the starting point
+    widget.percentile_combo.setCurrentText("FPR 5 %")
+    assert "5 % of brain voxels" in widget.preset_note.text()
+    widget.healthy_button.click()
+    assert widget.threshold == pytest.approx(0.6)
+
+    table = widget.lesions  # the same components as cavlog predict's <ID>_lesions.csv
+    flair = viewer.layers["SYN_0011 FLAIR"]
+    expected = find_lesions(from_display(np.asarray(widget.mask_layer.data, bool)),
+                            affine=flair.metadata["cavlog"]["affine"],
+                            min_volume_ml=widget.lesion_panel.min_volume_ml)
+    assert [les.voxels for les in table.lesions] == [les.voxels for les in expected.lesions]
+    assert table.total_ml == pytest.approx(expected.total_ml)
+    assert widget.lesion_panel.table.rowCount() == len(table.lesions) > 0
+    assert "mL in" in widget.lesion_panel.total.text()
+    widget.lesion_panel.min_spin.setValue(table.lesions[0].volume_ml + 1)
+    assert widget.lesions.lesions == () and widget.lesion_panel.table.rowCount() == 0
+    widget.lesion_panel.min_spin.setValue(0.0)
+    biggest = widget.lesions.lesions[0]
+    widget.go_to_lesion(0)
+    assert viewer.dims.current_step[0] == round(biggest.centroid_voxel[2])
 
 
 def test_anomaly_widget_cancel_and_bad_inputs(make_napari_viewer, assets, tmp_path):
@@ -203,7 +297,8 @@ def test_finetune_then_run_with_the_new_model(make_napari_viewer, assets, tmp_pa
     assert anomaly.analysis is not None, anomaly.status.text()
     assert anomaly.analysis.checkpoint == tune.result.checkpoint_path
     assert anomaly.anomaly_layer.data.max() > 0
-    assert anomaly.threshold == pytest.approx(tune.result.thresholds["healthy_p95"])
+    # A fine-tuned checkpoint has the fixed-false-positive-rate presets: FPR 1 % first.
+    assert anomaly.threshold == pytest.approx(tune.result.thresholds["healthy_fpr1"])
 
     # Starting again into the same folder is refused (the run would be overwritten).
     assert tune.start() is None and "already holds a run" in tune.status.text()

@@ -7,6 +7,7 @@ object; the widgets drive it with :func:`napari_cavlog._runner.drive` inside a n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from ._layers import case_from_layer
 from ._models import load_checkpoint_cached
-from ._orient import to_display
+from ._orient import from_display, to_display
 from ._threshold import ThresholdCache
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "finetune_job",
     "finetune_problem",
     "gt_operating_point",
+    "lesion_table",
     "training_config",
 ]
 
@@ -47,6 +49,8 @@ class Analysis:
         Ground-truth operating point (F1-max over the brain voxels); uses the ground truth.
     case_id : str
     checkpoint : Path
+    affine : (4, 4) ndarray
+        The scan's canonical (RAS) voxel-to-mm affine (lesion volumes and centroids).
     """
 
     anomaly: np.ndarray
@@ -56,6 +60,35 @@ class Analysis:
     gt_threshold: float | None
     case_id: str
     checkpoint: Path
+    affine: np.ndarray
+
+    def with_ground_truth(self, gt: np.ndarray | None) -> Analysis:
+        """The same map scored against new ground-truth labels (display order; None: none).
+
+        The mask and error buffers (the labels layers' arrays) are kept, so no layer changes
+        its array; no inference runs.
+        """
+        lesion = None if gt is None else np.asarray(gt) > 0
+        cache = ThresholdCache(self.anomaly, self.brain, lesion, out=self.cache.buffer,
+                               errors_out=None if lesion is None else self.cache.error_buffer)
+        point = gt_operating_point(self.anomaly, self.brain, lesion)
+        return dataclasses.replace(self, cache=cache, gt_threshold=point)
+
+
+def lesion_table(analysis: Analysis, threshold: float, *, min_volume_ml: float) -> Any:
+    """3-D lesions of ``brain & (map >= threshold)``, as ``cavlog predict`` writes them.
+
+    Returns
+    -------
+    cavlog_core.lesions.LesionTable
+        Volumes in mL, centroids in canonical voxels and mm, max score, axial slice range (which
+        is the display slice index: display axis 0 is the canonical ``Z``).
+    """
+    from cavlog_core.lesions import find_lesions
+
+    mask = from_display(analysis.cache.mask(threshold).view(bool))
+    return find_lesions(mask, affine=analysis.affine, scores=from_display(analysis.anomaly),
+                        min_volume_ml=min_volume_ml)
 
 
 def gt_operating_point(
@@ -133,6 +166,7 @@ def analysis_job(
         gt_threshold=gt_operating_point(anomaly, brain, lesion),
         case_id=case.case_id,
         checkpoint=Path(checkpoint),
+        affine=np.asarray(case.affine, dtype=np.float64),
     )
 
 

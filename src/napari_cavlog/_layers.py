@@ -31,6 +31,8 @@ __all__ = [
     "case_from_layer",
     "case_layer_data",
     "derived_metadata",
+    "layer_case_id",
+    "layer_role",
     "robust_contrast_limits",
 ]
 
@@ -108,6 +110,16 @@ def derived_metadata(source: dict[str, Any] | None, role: str) -> dict[str, Any]
     meta = dict((source or {}).get("cavlog", {}))
     meta["role"] = role
     return {"cavlog": meta}
+
+
+def layer_role(layer: Any) -> str | None:
+    """``metadata["cavlog"]["role"]`` of a layer (None for layers this plugin did not make)."""
+    return (getattr(layer, "metadata", None) or {}).get("cavlog", {}).get("role")
+
+
+def layer_case_id(layer: Any) -> str | None:
+    """``metadata["cavlog"]["case_id"]`` of a layer (None for layers this plugin did not make)."""
+    return (getattr(layer, "metadata", None) or {}).get("cavlog", {}).get("case_id")
 
 
 def case_from_layer(

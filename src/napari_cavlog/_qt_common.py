@@ -39,20 +39,25 @@ class LayerCombo(QComboBox):
         ``napari.layers.Image`` or ``napari.layers.Labels``.
     optional : bool
         Adds a first ``(none)`` entry.
+    exclude : callable, optional
+        ``exclude(layer)`` true for layers never offered (e.g. the widget's own results).
     """
 
-    def __init__(self, viewer: Any, kind: type, *, optional: bool = False) -> None:
+    def __init__(self, viewer: Any, kind: type, *, optional: bool = False,
+                 exclude: Any = None) -> None:
         super().__init__()
         self._viewer = viewer
         self._kind = kind
         self._optional = optional
+        self._exclude = exclude
         # Long layer names must not widen the dock: elide instead.
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(14)
         self.refresh()
 
     def _names(self) -> list[str]:
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, self._kind)]
+        return [layer.name for layer in self._viewer.layers if isinstance(layer, self._kind)
+                and not (self._exclude is not None and self._exclude(layer))]
 
     def refresh(self) -> None:
         current = self.currentText()
@@ -172,6 +177,7 @@ def job_controls(root: QVBoxLayout, *, start_label: str, unit: str, on_start: An
     progress = QProgressBar()
     progress.setFormat(f"%v / %m {unit}")
     progress.setValue(0)
+    progress.setTextVisible(False)  # no "0 / 100" before the first job sets the range
     root.addWidget(progress)
     status = StatusLabel()
     root.addWidget(status)
@@ -216,6 +222,9 @@ class JobHost:
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_running(True)
+        progress = getattr(self, "progress", None)
+        if progress is not None:
+            progress.setTextVisible(True)
         self.status.info(message)
         worker.start()
         if block:

@@ -2,8 +2,11 @@
 
 Thin by design: it reads its inputs, runs :func:`napari_cavlog._jobs.analysis_job` (which calls
 ``cavlog_core.inference.predict.predict_volume``) in a napari ``thread_worker``, and updates
-layers and labels from the events. Thresholding and scores are
-:class:`napari_cavlog._threshold.ThresholdCache` calls on the cached map.
+layers and labels from the events. Results belong to the image they were computed from
+(:class:`napari_cavlog._results.ResultRegistry`): each FLAIR layer gets its own map, mask and
+error layers right above it, and choosing a FLAIR layer shows its own results again.
+Thresholding and scores are :class:`napari_cavlog._threshold.ThresholdCache` calls on the cached
+map; lesions are ``cavlog_core.lesions.find_lesions`` of the mask.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -35,10 +37,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._jobs import Analysis, analysis_job, gt_operating_point
-from ._layers import derived_metadata
+from ._jobs import Analysis, analysis_job, lesion_table
+from ._layers import layer_case_id, layer_role
 from ._models import ModelEntry, demo_checkpoint_path, session_models
 from ._orient import slice_to_display
+from ._overlay import name_axes, orientation_points, show_contour
+from ._presets import default_threshold, healthy_presets
 from ._qt_common import (
     JobHost,
     LayerCombo,
@@ -48,23 +52,17 @@ from ._qt_common import (
     refill_combo,
     scrolling_layout,
 )
+from ._qt_lesions import LesionPanel
 from ._qt_plots import ThresholdExplorer
+from ._results import CaseResults, ResultRegistry, is_result_layer, set_image_data
 from ._runner import Outcome
-from ._threshold import ThresholdCache
 
 __all__ = ["AnomalyWidget"]
 
 _SLIDER_STEPS = 1000  # threshold resolution 0.001
-_PERCENTILES = ("p85", "p90", "p95", "p98", "p99")
-_MASK_COLORS = {1: "#00e5ff"}
-_ERROR_COLORS = {1: "#ff3df2", 2: "#3dff6e"}  # false positive, false negative
-
-
-def _label_colors(colors: dict[int, str]) -> DirectLabelColormap:
-    """A fresh colormap per layer (napari keeps per-layer state on it)."""
-    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", **colors})
-_REFRESH_EVERY_S = 0.1  # overlay redraw rate while slices stream in
-_SETTLE_MS = 150  # full error labels and thumbnails once the threshold stops moving
+_REFRESH_EVERY_S = 0.25  # overlay redraw rate while slices stream in
+_SETTLE_MS = 150  # full error labels, lesions and thumbnails once the threshold stops moving
+_MIN_LESION_ML = 0.05  # fallback smallest lesion when the checkpoint has no healthy-data value
 
 
 class AnomalyWidget(JobHost, QWidget):
@@ -76,23 +74,27 @@ class AnomalyWidget(JobHost, QWidget):
 
     Notes
     -----
-    Scriptable: :meth:`run` (``block=True`` waits), :meth:`cancel`, :meth:`set_checkpoint`, the
-    settable :attr:`threshold`, and :attr:`metrics` (``dice``, ``iou``, ``precision``,
-    ``recall`` of the current mask over the whole scan; None without ground truth).
+    Scriptable: :meth:`run` (``run(layer, block=True)`` analyses ``layer`` and waits),
+    :meth:`results_for` (the result layers of an input layer), :meth:`cancel`,
+    :meth:`set_checkpoint`, the settable :attr:`threshold`, :attr:`metrics` (``dice``, ``iou``,
+    ``precision``, ``recall`` of the current mask over the whole scan at the scan's voxels; None
+    without ground truth) and :attr:`lesions` (the current mask's lesion table). The properties
+    :attr:`analysis`, :attr:`anomaly_layer`, :attr:`mask_layer` and :attr:`error_layer` refer to
+    the FLAIR layer chosen in the widget.
     """
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.anomaly_layer: Image | None = None
-        self.mask_layer: Labels | None = None
-        self.error_layer: Labels | None = None
-        self.analysis: Analysis | None = None
+        self.results = ResultRegistry(napari_viewer)
+        self._job: CaseResults | None = None  # the results the running job writes into
         self._worker: Any = None
         self._cancel = threading.Event()
         self._threshold = 0.5
         self._last_refresh = 0.0
         self._slice_metrics: dict[str, float] | None = None
+        self._lesions: Any = None
+        self._styled: set[int] = set()  # ground-truth layers already drawn as contours
         self._settle_timer = QTimer(self)
         self._settle_timer.setSingleShot(True)
         self._settle_timer.setInterval(_SETTLE_MS)
@@ -126,8 +128,9 @@ class AnomalyWidget(JobHost, QWidget):
 
         inputs = QGroupBox("Input")
         form = QFormLayout(inputs)
-        self.flair_combo = LayerCombo(self.viewer, Image)
-        self.gt_combo = LayerCombo(self.viewer, Labels, optional=True)
+        self.flair_combo = LayerCombo(self.viewer, Image, exclude=is_result_layer)
+        self.flair_combo.setToolTip("the FLAIR scan to analyse; its results are drawn above it")
+        self.gt_combo = LayerCombo(self.viewer, Labels, optional=True, exclude=is_result_layer)
         self.gt_combo.setToolTip("optional ground-truth labels (lesion = label > 0)")
         self.gt_combo.currentTextChanged.connect(self._on_gt_changed)
         self.flair_combo.currentTextChanged.connect(self._on_flair_changed)
@@ -174,28 +177,34 @@ class AnomalyWidget(JobHost, QWidget):
         grid.addWidget(self.slider, 0, 0, 1, 3)
         grid.addWidget(self.spin, 0, 3)
         self.fixed_button = QPushButton("0.5")
+        self.fixed_button.setToolTip("the paper's fixed threshold on the normalised map")
         self.fixed_button.clicked.connect(lambda: setattr(self, "threshold", 0.5))
         self.healthy_button = QPushButton("Healthy")
-        self.healthy_button.setToolTip("percentile of the map on healthy slices (checkpoint)")
+        self.healthy_button.setToolTip("a threshold set on healthy validation slices (checkpoint)")
         self.healthy_button.clicked.connect(self._apply_healthy)
         self.percentile_combo = QComboBox()
-        self.percentile_combo.addItems(_PERCENTILES)
-        self.percentile_combo.setCurrentText("p95")
-        self.percentile_combo.currentTextChanged.connect(self._on_percentile_changed)
+        for preset in healthy_presets(None):
+            self.percentile_combo.addItem(preset.label, preset.key)
+        self.percentile_combo.setCurrentIndex(self.percentile_combo.findData("healthy_fpr1"))
+        self.percentile_combo.currentIndexChanged.connect(self._update_preset_buttons)
+        self.preset_note = QLabel("")
+        self.preset_note.setWordWrap(True)
+        self.preset_note.setStyleSheet("color: #9aa0a6;")
         self.gt_button = QPushButton("GT operating point (uses ground truth)")
         self.gt_button.setToolTip("F1-best threshold on this scan: an oracle (uses the GT)")
         self.gt_button.clicked.connect(self._apply_gt_point)
         grid.addWidget(self.fixed_button, 1, 0)
         grid.addWidget(self.healthy_button, 1, 1, 1, 2)
         grid.addWidget(self.percentile_combo, 1, 3)
-        grid.addWidget(self.gt_button, 2, 0, 1, 4)
+        grid.addWidget(self.preset_note, 2, 0, 1, 4)
+        grid.addWidget(self.gt_button, 3, 0, 1, 4)
         root.addWidget(thr)
 
         overlay = QGroupBox("Overlay")
         form = QFormLayout(overlay)
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(60)
+        self.opacity_slider.setValue(80)
         self.opacity_slider.valueChanged.connect(self._on_opacity)
         form.addRow("Map opacity", self.opacity_slider)
         self.errors_check = QCheckBox("Show errors (FP magenta, FN green)")
@@ -203,12 +212,17 @@ class AnomalyWidget(JobHost, QWidget):
         form.addRow(self.errors_check)
         root.addWidget(overlay)
 
-        scores = QGroupBox("Comparison with ground truth")
+        self.lesion_panel = LesionPanel(min_volume_ml=_MIN_LESION_ML)
+        self.lesion_panel.min_volume_changed.connect(lambda _v: self._update_lesions())
+        self.lesion_panel.lesion_chosen.connect(self.go_to_lesion)
+        root.addWidget(self.lesion_panel)
+
+        scores = QGroupBox("Comparison with ground truth (at the scan's voxels)")
         form = QFormLayout(scores)
         self.metric_labels: dict[str, QLabel] = {}
-        for key, text in (("dice", "DICE"), ("iou", "IoU"), ("precision", "Precision"),
+        for key, text in (("dice", "DICE (scan)"), ("iou", "IoU"), ("precision", "Precision"),
                           ("recall", "Recall"), ("slice_dice", "DICE (this slice)"),
-                          ("positives", "Mask voxels")):
+                          ("positives", "Mask")):
             label = QLabel("–")
             self.metric_labels[key] = label
             form.addRow(text, label)
@@ -249,13 +263,45 @@ class AnomalyWidget(JobHost, QWidget):
         data = self.model_combo.currentData()
         return None if data is None else Path(data)
 
+    # ------------------------------------------------------------------ results of a layer
+    def results_for(self, layer: Any) -> CaseResults | None:
+        """The results computed from the FLAIR layer ``layer`` (None when never run)."""
+        return self.results.get(layer)
+
+    @property
+    def current(self) -> CaseResults | None:
+        """The results of the FLAIR layer chosen in the widget."""
+        flair = self.flair_combo.layer()
+        return None if flair is None else self.results.get(flair)
+
+    @property
+    def analysis(self) -> Analysis | None:
+        """The finished analysis of the chosen FLAIR layer (None before a run)."""
+        current = self.current
+        return None if current is None else current.analysis
+
+    @property
+    def anomaly_layer(self) -> Image | None:
+        current = self.current
+        return None if current is None else current.anomaly
+
+    @property
+    def mask_layer(self) -> Labels | None:
+        current = self.current
+        return None if current is None else current.mask
+
+    @property
+    def error_layer(self) -> Labels | None:
+        current = self.current
+        return None if current is None else current.errors
+
     # ------------------------------------------------------------------ layers
     def _select_default_layers(self) -> None:
         """Initial choice: the newest FLAIR-like image and the ground truth of the same case."""
         self.flair_combo.refresh()
         self.gt_combo.refresh()
         images = [layer for layer in self.viewer.layers
-                  if isinstance(layer, Image) and _role(layer) != "anomaly"]
+                  if isinstance(layer, Image) and not is_result_layer(layer)]
         if images and self.flair_combo.layer() is None:
             self.flair_combo.select(images[-1])
         self._match_ground_truth()
@@ -263,23 +309,32 @@ class AnomalyWidget(JobHost, QWidget):
     def _match_ground_truth(self) -> None:
         """Select the ground-truth layer of the chosen FLAIR's case, when the reader made one."""
         flair = self.flair_combo.layer()
-        case_id = None if flair is None else _case_id(flair)
+        case_id = None if flair is None else layer_case_id(flair)
         current = self.gt_combo.layer()
-        if case_id is None or (current is not None and _case_id(current) == case_id):
+        if case_id is None or (current is not None and layer_case_id(current) == case_id):
+            self._style_ground_truth()
             return
         for layer in self.viewer.layers:
-            if isinstance(layer, Labels) and _role(layer) == "ground_truth" \
-                    and _case_id(layer) == case_id:
+            if isinstance(layer, Labels) and layer_role(layer) == "ground_truth" \
+                    and layer_case_id(layer) == case_id:
                 self.gt_combo.select(layer)
+                self._style_ground_truth()
                 return
-        if current is not None and _role(current) == "ground_truth":
+        if current is not None and layer_role(current) == "ground_truth":
             self.gt_combo.select(None)  # the previous case's ground truth
+
+    def _style_ground_truth(self) -> None:
+        """Draw the chosen ground truth as a contour, once (the user may change it after)."""
+        gt = self.gt_combo.layer()
+        if gt is not None and id(gt) not in self._styled and layer_role(gt) == "ground_truth":
+            self._styled.add(id(gt))
+            show_contour(gt)
 
     def _on_layer_inserted(self, event: Any) -> None:
         self.flair_combo.refresh()
         self.gt_combo.refresh()
         layer = event.value
-        if self.running or _role(layer) in ("anomaly", "mask", "errors"):
+        if self.running or is_result_layer(layer):
             return
         if isinstance(layer, Image) and self.flair_combo.layer() is None:
             self.flair_combo.select(layer)
@@ -289,33 +344,28 @@ class AnomalyWidget(JobHost, QWidget):
     def _on_flair_changed(self, _text: str) -> None:
         if not self.running:
             self._match_ground_truth()
+            self._show_current()
 
     def _on_layer_removed(self, event: Any) -> None:
         removed = event.value
-        if removed is self.anomaly_layer:
-            self.anomaly_layer = None
-        if removed is self.mask_layer:
-            self.mask_layer = None
-        if removed is self.error_layer:
-            self.error_layer = None
+        owner = self.results.owner(removed)
+        self.results.forget(removed)
+        if owner is not None and owner is self.current and owner.errors is None:
+            self.errors_check.blockSignals(True)
             self.errors_check.setChecked(False)
+            self.errors_check.blockSignals(False)
         self.flair_combo.refresh()
         self.gt_combo.refresh()
 
-    def _add_or_reuse(self, attr: str, factory: Any) -> Any:
-        layer = getattr(self, attr)
-        if layer is not None and layer in self.viewer.layers:
-            return layer
-        layer = factory()
-        setattr(self, attr, layer)
-        return layer
-
     # ------------------------------------------------------------------ running
-    def run(self, block: bool = False) -> Any:
-        """Run the chosen model on the chosen FLAIR layer.
+    def run(self, layer: Image | None = None, *, block: bool = False) -> Any:
+        """Run the chosen model on a FLAIR image layer.
 
         Parameters
         ----------
+        layer : napari.layers.Image, optional
+            The FLAIR layer to analyse (chosen in the widget when given); default: the layer
+            chosen in the widget.
         block : bool
             Wait (processing Qt events) until the run ends.
 
@@ -323,10 +373,17 @@ class AnomalyWidget(JobHost, QWidget):
         -------
         napari GeneratorWorker or None
             None when the inputs are invalid (the problem is shown in the widget).
+            The result layers are then ``results_for(layer)``.
         """
         if self.running:
             self._fail("a run is already in progress")
             return None
+        if layer is not None:
+            if layer not in self.viewer.layers or not isinstance(layer, Image):
+                self._fail(f"{getattr(layer, 'name', layer)!r} is not an image layer of this "
+                           "viewer")
+                return None
+            self.flair_combo.select(layer)
         flair = self.flair_combo.layer()
         if flair is None:
             self._fail("choose a FLAIR image layer (open a case folder or a NIfTI file first)")
@@ -348,9 +405,12 @@ class AnomalyWidget(JobHost, QWidget):
                        f"FLAIR {flair.name!r} has {np.shape(flair.data)}")
             return None
 
-        self.analysis = None
         self._reset_scores()
-        self._prepare_overlay(flair)
+        job = self.results.prepare(flair, opacity=self.opacity_slider.value() / 100)
+        job.ground_truth = gt
+        self._job = job
+        orientation_points(self.viewer, flair)
+        name_axes(self.viewer)
         start = functools.partial(
             analysis_job,
             flair=np.asarray(flair.data),
@@ -361,51 +421,28 @@ class AnomalyWidget(JobHost, QWidget):
             checkpoint=checkpoint,
             device=self.device_combo.currentText(),
             batch_size=self.batch_spin.value(),
-            mask_out=None if self.mask_layer is None else self.mask_layer.data,
-            errors_out=None if self.error_layer is None else self.error_layer.data,
+            mask_out=job.mask.data,
+            errors_out=None if job.errors is None else job.errors.data,
         )
         return self._start_job(start, message=f"running {checkpoint.name} on {flair.name} …",
                                block=block)
 
-    def _prepare_overlay(self, flair: Image) -> None:
-        shape = np.shape(flair.data)
-        meta = derived_metadata(flair.metadata, "anomaly")
-        name = f"{flair.name} anomaly"
-        zeros = np.zeros(shape, dtype=np.float32)
-        layer = self._add_or_reuse("anomaly_layer", lambda: self.viewer.add_image(
-            zeros, name=name, colormap="inferno", blending="additive", contrast_limits=(0.0, 1.0),
-            opacity=self.opacity_slider.value() / 100, scale=flair.scale, translate=flair.translate,
-            metadata=meta))
-        if layer.data.shape != shape or layer.data.dtype != np.float32:
-            layer.data = zeros
-        else:  # in place: replacing arrays of shown layers churns GPU textures
-            layer.data[...] = 0
-            layer.refresh()
-        layer.scale, layer.metadata = flair.scale, meta
-        layer.contrast_limits = (0.0, 1.0)
-        mask = self._add_or_reuse("mask_layer", lambda: self.viewer.add_labels(
-            np.zeros(shape, dtype=np.uint8), name=f"{flair.name} mask",
-            colormap=_label_colors(_MASK_COLORS), opacity=0.9, scale=flair.scale,
-            translate=flair.translate, metadata=derived_metadata(flair.metadata, "mask")))
-        _reset_labels(mask, shape)
-        mask.scale = flair.scale
-        if mask.contour == 0:  # an outline keeps the map visible under the mask
-            mask.contour = 2
-        if self.error_layer is not None and self.error_layer in self.viewer.layers:
-            _reset_labels(self.error_layer, shape)
-
     def _on_event(self, event: Any) -> None:
-        layer = self.anomaly_layer
+        job = self._job
+        layer = None if job is None else job.anomaly
         if layer is not None:
             layer.data[int(event.z)] = slice_to_display(np.asarray(event.slice_map))
             now = time.monotonic()
+            # Redraws are throttled: a refresh re-uploads the shown slice, and many slices
+            # arrive per batch.
             if now - self._last_refresh > _REFRESH_EVERY_S or event.done == event.total:
-                layer.refresh()
+                layer.refresh(extent=False, thumbnail=False, highlight=False)
                 self._last_refresh = now
         self.progress.setMaximum(int(event.total))
         self.progress.setValue(int(event.done))
 
     def _on_returned(self, outcome: Outcome[Analysis]) -> None:
+        job, self._job = self._job, None
         if outcome.error is not None:
             self._fail(outcome.error)
             return
@@ -414,21 +451,52 @@ class AnomalyWidget(JobHost, QWidget):
                              f"{self.progress.maximum()} slices")
             return
         analysis = outcome.result
-        assert analysis is not None
-        self.analysis = analysis
-        if self.anomaly_layer is not None:
-            _set_data(self.anomaly_layer, analysis.anomaly)
-            self.anomaly_layer.contrast_limits = (0.0, 1.0)
-        if self.mask_layer is not None and self.mask_layer.data is not analysis.cache.buffer:
-            self.mask_layer.data = analysis.cache.buffer
-        if analysis.cache.gt is None:
-            self.errors_check.setChecked(False)
+        assert analysis is not None and job is not None
+        job.analysis = analysis
+        if job.anomaly is not None:
+            set_image_data(job.anomaly, analysis.anomaly)
+            job.anomaly.contrast_limits = (0.0, 1.0)
+        if job.mask is not None and job.mask.data is not analysis.cache.buffer:
+            job.mask.data = analysis.cache.buffer
+        job.threshold = default_threshold(analysis.thresholds)[0]
+        min_ml = analysis.thresholds.get("min_lesion_ml")
+        if min_ml is not None:
+            self.lesion_panel.min_spin.blockSignals(True)
+            self.lesion_panel.min_spin.setValue(float(min_ml))
+            self.lesion_panel.min_spin.blockSignals(False)
+        if job is self.current:
+            self._show_current()
+        self.status.info(f"done: {analysis.case_id} with {analysis.checkpoint.name}")
+
+    def _show_current(self) -> None:
+        """Bring thresholds, scores, plots and lesions to the chosen FLAIR layer's results."""
+        current = self.current
+        analysis = None if current is None else current.analysis
+        if analysis is None:
+            self._reset_scores()
+            self.progress.setValue(0)
+            self.progress.setTextVisible(False)
+            self.errors_check.blockSignals(True)
+            self.errors_check.setChecked(current is not None and current.errors is not None)
+            self.errors_check.blockSignals(False)
+            flair = self.flair_combo.layer()
+            if flair is not None:
+                self.status.info(f"{flair.name}: not analysed yet (Run)")
+            return
+        self.progress.setTextVisible(True)
+        self.errors_check.blockSignals(True)
+        self.errors_check.setChecked(current.errors is not None and analysis.cache.gt is not None)
+        self.errors_check.blockSignals(False)
+        start, key = default_threshold(analysis.thresholds)
+        if key != "fixed":  # offer the preset the run started at
+            self.percentile_combo.blockSignals(True)
+            self.percentile_combo.setCurrentIndex(self.percentile_combo.findData(key))
+            self.percentile_combo.blockSignals(False)
         self._update_preset_buttons()
         self._update_explorer()
-        preset = analysis.thresholds.get("healthy_p95")
-        start = float(preset) if preset is not None else 0.5
-        self._set_threshold(start, "run", force=True)
-        self.status.info(f"done: {analysis.case_id} with {analysis.checkpoint.name}")
+        threshold = current.threshold
+        self._set_threshold(start if threshold is None else threshold, "run", force=True)
+        self.flush()
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
@@ -456,14 +524,19 @@ class AnomalyWidget(JobHost, QWidget):
     @property
     def metrics(self) -> dict[str, float] | None:
         """``dice``, ``iou``, ``precision``, ``recall`` of the current mask (None without GT)."""
-        if self.analysis is None:
-            return None
-        return self.analysis.cache.metrics(self._threshold)
+        analysis = self.analysis
+        return None if analysis is None else analysis.cache.metrics(self._threshold)
 
     @property
     def slice_metrics(self) -> dict[str, float] | None:
         """Scores of the current mask on the displayed axial slice (None without ground truth)."""
         return self._slice_metrics
+
+    @property
+    def lesions(self) -> Any:
+        """The ``cavlog_core.lesions.LesionTable`` of the current mask (None before a run)."""
+        self.flush()
+        return self._lesions
 
     def _set_threshold(self, value: float, source: str, *, force: bool = False) -> None:
         value = min(max(float(value), 0.0), 1.0)
@@ -483,42 +556,46 @@ class AnomalyWidget(JobHost, QWidget):
     def _apply_threshold(self) -> None:
         """The slider callback path: mask + scores from the cache, then light layer refreshes.
 
-        The full-volume error labels and the layer thumbnails are brought up to date once the
-        threshold has stopped moving (:meth:`_settle`); until then the error overlay is updated
-        on the displayed slice only.
+        The full-volume error labels, the lesion table and the layer thumbnails are brought up
+        to date once the threshold has stopped moving (:meth:`_settle`); until then the error
+        overlay is updated on the displayed slice only.
         """
-        analysis = self.analysis
+        current = self.current
+        analysis = None if current is None else current.analysis
         if analysis is None:
             return
+        current.threshold = self._threshold
         cache = analysis.cache
         cache.mask(self._threshold)
-        if self.mask_layer is not None:
-            if self.mask_layer.data is not cache.buffer:
-                self.mask_layer.data = cache.buffer
+        if current.mask is not None:
+            if current.mask.data is not cache.buffer:
+                current.mask.data = cache.buffer
             else:
-                self.mask_layer.refresh(extent=False, thumbnail=False, highlight=False)
-        if self.error_layer is not None and cache.gt is not None:
+                current.mask.refresh(extent=False, thumbnail=False, highlight=False)
+        if current.errors is not None and cache.gt is not None:
             errors = cache.errors(index=self._current_z())
-            if self.error_layer.data is errors:
-                self.error_layer.refresh(extent=False, thumbnail=False, highlight=False)
+            if current.errors.data is errors:
+                current.errors.refresh(extent=False, thumbnail=False, highlight=False)
             else:
-                self.error_layer.data = errors
+                current.errors.data = errors
         metrics = cache.metrics(self._threshold)
-        self._show_metrics(metrics, cache.n_positive(self._threshold))
+        self._show_metrics(metrics, cache.n_positive(self._threshold), analysis)
         self._update_slice_metrics()
         self.explorer.set_threshold(self._threshold, metrics)
         self._settle_timer.start()
 
     def _settle(self) -> None:
-        """After the threshold settles: full error labels and thumbnails."""
-        analysis = self.analysis
+        """After the threshold settles: full error labels, lesions and thumbnails."""
+        current = self.current
+        analysis = None if current is None else current.analysis
         if analysis is None:
             return
-        if self.error_layer is not None and analysis.cache.gt is not None:
+        if current.errors is not None and analysis.cache.gt is not None:
             analysis.cache.errors()
-            self.error_layer.refresh(extent=False)
-        if self.mask_layer is not None:
-            self.mask_layer.refresh(extent=False)
+            current.errors.refresh(extent=False)
+        if current.mask is not None:
+            current.mask.refresh(extent=False)
+        self._update_lesions()
 
     def flush(self) -> None:
         """Apply any deferred update now (scripts and tests reading the layers)."""
@@ -526,15 +603,43 @@ class AnomalyWidget(JobHost, QWidget):
             self._settle_timer.stop()
             self._settle()
 
-    def _show_metrics(self, metrics: dict[str, float] | None, positives: int) -> None:
+    def _update_lesions(self) -> None:
+        analysis = self.analysis
+        if analysis is None:
+            self._lesions = None
+            self.lesion_panel.clear()
+            return
+        self._lesions = lesion_table(analysis, self._threshold,
+                                     min_volume_ml=self.lesion_panel.min_volume_ml)
+        self.lesion_panel.show_table(self._lesions)
+
+    def go_to_lesion(self, index: int) -> None:
+        """Show lesion ``index`` of :attr:`lesions`: its central axial slice, centred."""
+        current, table = self.current, self._lesions
+        if current is None or table is None or not 0 <= index < len(table.lesions):
+            return
+        lesion = table.lesions[index]
+        cx, cy, cz = lesion.centroid_voxel  # canonical (X, Y, Z) -> display (Z, Y', X)
+        ny = np.shape(current.source.data)[1]
+        display = np.array([cz, ny - 1 - cy, cx])
+        world = np.asarray(current.source.data_to_world(display), dtype=float)
+        self.viewer.dims.set_current_step(0, round(cz))
+        self.viewer.camera.center = tuple(float(v) for v in world)
+
+    def _show_metrics(self, metrics: dict[str, float] | None, positives: int,
+                      analysis: Analysis) -> None:
         for key in ("dice", "iou", "precision", "recall"):
             self.metric_labels[key].setText("–" if metrics is None else f"{metrics[key]:.3f}")
-        self.metric_labels["positives"].setText(f"{positives:,}")
+        voxel_ml = abs(float(np.linalg.det(analysis.affine[:3, :3]))) / 1000.0
+        self.metric_labels["positives"].setText(f"{positives * voxel_ml:.2f} mL "
+                                                f"({positives:,} voxels)")
 
     def _reset_scores(self) -> None:
         for label in self.metric_labels.values():
             label.setText("–")
         self._slice_metrics = None
+        self._lesions = None
+        self.lesion_panel.clear()
         self.explorer.clear()
         self._update_preset_buttons()
 
@@ -570,25 +675,29 @@ class AnomalyWidget(JobHost, QWidget):
         self.explorer.set_threshold(self._threshold, analysis.cache.metrics(self._threshold))
 
     # ------------------------------------------------------------------ presets
-    def _update_preset_buttons(self) -> None:
+    def _chosen_preset(self) -> Any:
         analysis = self.analysis
-        key = f"healthy_{self.percentile_combo.currentText()}"
-        value = None if analysis is None else analysis.thresholds.get(key)
-        self.healthy_button.setEnabled(value is not None)
-        self.healthy_button.setText("Healthy" + ("" if value is None else f": {value:.3f}"))
+        key = self.percentile_combo.currentData()
+        presets = healthy_presets(None if analysis is None else analysis.thresholds)
+        return next(p for p in presets if p.key == key)
+
+    def _update_preset_buttons(self, *_args: Any) -> None:
+        preset = self._chosen_preset()
+        self.healthy_button.setEnabled(preset.value is not None)
+        self.healthy_button.setText("Healthy" + ("" if preset.value is None
+                                                 else f": {preset.value:.3f}"))
+        missing = (" (not in this checkpoint: fine-tune it to compute)"
+                   if self.analysis is not None and preset.value is None else "")
+        self.preset_note.setText(f"{preset.label}: {preset.note}{missing}")
+        analysis = self.analysis
         gt_value = None if analysis is None else analysis.gt_threshold
         self.gt_button.setEnabled(gt_value is not None)
         self.gt_button.setText("GT operating point (uses ground truth)"
                                + ("" if gt_value is None else f": {gt_value:.3f}"))
 
-    def _on_percentile_changed(self, _text: str) -> None:
-        self._update_preset_buttons()
-
     def _apply_healthy(self) -> None:
-        if self.analysis is None:
-            return
-        value = self.analysis.thresholds.get(f"healthy_{self.percentile_combo.currentText()}")
-        if value is not None:
+        value = self._chosen_preset().value
+        if self.analysis is not None and value is not None:
             self.threshold = value
 
     def _apply_gt_point(self) -> None:
@@ -596,41 +705,43 @@ class AnomalyWidget(JobHost, QWidget):
             self.threshold = self.analysis.gt_threshold
 
     def _on_gt_changed(self, _text: str) -> None:
-        """New ground truth after a run: rebuild the cache (no new inference)."""
-        analysis = self.analysis
-        if analysis is None or self.running:
+        """New ground truth after a run: score the cached map against it (no new inference)."""
+        current = self.current
+        if current is None or current.analysis is None or self.running:
             return
+        analysis = current.analysis
         gt = self.gt_combo.layer()
+        if gt is current.ground_truth:  # e.g. the case was chosen again: nothing to rescore
+            return
         if gt is not None and np.shape(gt.data) != analysis.anomaly.shape:
             self._fail(f"ground truth {gt.name!r} has shape {np.shape(gt.data)}, "
                        f"the map has {analysis.anomaly.shape}")
             gt = None
-        lesion = None if gt is None else np.asarray(gt.data) > 0
-        if lesion is None:
+        self._style_ground_truth()
+        if gt is None:
             self.errors_check.setChecked(False)
-        cache = ThresholdCache(
-            analysis.anomaly, analysis.brain, lesion, out=analysis.cache.buffer,
-            errors_out=None if self.error_layer is None else analysis.cache.error_buffer)
-        self.analysis = Analysis(
-            anomaly=analysis.anomaly, brain=analysis.brain, cache=cache,
-            thresholds=analysis.thresholds,
-            gt_threshold=gt_operating_point(analysis.anomaly, analysis.brain, lesion),
-            case_id=analysis.case_id, checkpoint=analysis.checkpoint)
+        current.analysis = analysis.with_ground_truth(None if gt is None else gt.data)
+        current.ground_truth = gt
         self._update_preset_buttons()
         self._update_explorer()
-        self._set_threshold(self._threshold, "gt", force=True)
+        kept = self._threshold if current.threshold is None else current.threshold
+        self._set_threshold(kept, "gt", force=True)
 
     # ------------------------------------------------------------------ overlay controls
     def _on_opacity(self, value: int) -> None:
-        if self.anomaly_layer is not None:
-            self.anomaly_layer.opacity = value / 100
+        layer = self.anomaly_layer
+        if layer is not None:
+            layer.opacity = value / 100
 
     def _on_errors_toggled(self, checked: bool) -> None:
-        analysis = self.analysis
+        current = self.current
+        analysis = None if current is None else current.analysis
         if not checked:
-            if self.error_layer is not None and self.error_layer in self.viewer.layers:
-                self.viewer.layers.remove(self.error_layer)
-            self.error_layer = None
+            if current is not None and current.errors is not None:
+                errors = current.errors
+                current.errors = None
+                if errors in self.viewer.layers:
+                    self.viewer.layers.remove(errors)
             return
         if analysis is None or analysis.cache.gt is None:
             self.status.error("errors need a finished run with a ground-truth layer")
@@ -638,46 +749,12 @@ class AnomalyWidget(JobHost, QWidget):
             self.errors_check.setChecked(False)
             self.errors_check.blockSignals(False)
             return
-        ref = self.mask_layer or self.flair_combo.layer()
-        data = analysis.cache.errors()
-        self.error_layer = self.viewer.add_labels(
-            data, name=f"{analysis.case_id} errors (FP magenta, FN green)",
-            colormap=_label_colors(_ERROR_COLORS), opacity=0.8,
-            scale=None if ref is None else ref.scale,
-            metadata=derived_metadata(None if ref is None else ref.metadata, "errors"))
-
-
-def _reset_labels(layer: Labels, shape: tuple[int, ...]) -> None:
-    """Zero a labels layer in place (a new array only when the shape changed)."""
-    data = layer.data
-    if isinstance(data, np.ndarray) and data.shape == shape and data.dtype == np.uint8:
-        data[...] = 0
-        layer.refresh()
-    else:
-        layer.data = np.zeros(shape, dtype=np.uint8)
-
-
-def _set_data(layer: Image, values: np.ndarray) -> None:
-    """Copy ``values`` into an image layer's array when it fits, else replace the array."""
-    data = layer.data
-    if isinstance(data, np.ndarray) and data.shape == values.shape and data.dtype == values.dtype:
-        np.copyto(data, values)
-        layer.refresh()
-    else:
-        layer.data = values
+        self.results.add_errors(current, analysis.cache.errors())
 
 
 def _entry_label(entry: ModelEntry) -> str:
     prefix = {"finetuned": "Fine-tuned: ", "file": "File: "}.get(entry.origin, "")
     return prefix + entry.label
-
-
-def _role(layer: Any) -> str | None:
-    return (getattr(layer, "metadata", None) or {}).get("cavlog", {}).get("role")
-
-
-def _case_id(layer: Any) -> str | None:
-    return (getattr(layer, "metadata", None) or {}).get("cavlog", {}).get("case_id")
 
 
 @functools.cache

@@ -117,6 +117,10 @@ def _build_ablations() -> dict[str, Ablation]:
         Ablation("t", "log-barrier parameter t",
                  tuple(Setting(f"t-{t:g}", c, {"t": t}, axis="t", value=t)
                        for t in (10.0, 15.0, 20.0, 25.0, 50.0))),
+        Ablation("latent", "size of the dense latent z (run it with several --slices central:N "
+                 "for the paper's N slices x z table)",
+                 tuple(Setting(f"latent-{z}", c, model={"latent_dim": z}, axis="latent_dim",
+                               value=z) for z in (16, 32, 64, 128))),
         Ablation("recon", "reconstruction loss of the VAE term",
                  tuple(Setting(f"recon-{r}", c, {"recon": r}, axis="recon", value=r)
                        for r in ("bce", "l2", "ssim"))),
