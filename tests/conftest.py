@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+# napari settings (the plugin sets its reader preference) go to a throw-away file, never to the
+# user's own napari configuration.
+os.environ.setdefault("NAPARI_CONFIG", str(Path(tempfile.mkdtemp(prefix="napari-cfg-")) /
+                                           "settings.yaml"))
 
 #: BraTS files are stored LPS: x and y flipped with respect to RAS.
 LPS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,22 @@ def test_training_config_for_finetuning_and_from_scratch():
     assert scratch.model.resolution == scratch.preprocess.resolution == 64
     assert scratch.model.width == 0.5
     assert scratch.train.warmup_iterations == min(TrainConfig().warmup_iterations, 10)
+
+
+def test_reader_preference_is_added_once_and_never_overrides_the_user():
+    from types import SimpleNamespace
+
+    from napari_cavlog._reader import READER_PATTERNS, prefer_this_reader
+
+    settings = SimpleNamespace(plugins=SimpleNamespace(extension2reader={"*.nii": "other"}))
+    added = prefer_this_reader(settings)
+    assert "*.nii" not in added and set(added) == set(READER_PATTERNS) - {"*.nii"}
+    prefs = settings.plugins.extension2reader
+    assert prefs["*.nii"] == "other" and prefs["*.nii.gz"] == "napari-cavlog"
+    assert prefer_this_reader(settings) == []  # second call: nothing to add
+
+
+def test_both_napari_manifests_are_the_same():
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "napari.yaml").read_text() == \
+        (root / "src" / "napari_cavlog" / "napari.yaml").read_text()

@@ -275,6 +275,12 @@ def test_finetune_then_run_with_the_new_model(make_napari_viewer, assets, tmp_pa
 
     tune.set_start_checkpoint(assets["ckpt"])
     assert not tune.resolution_combo.isEnabled()
+    # The greyed-out fields show the starting model's own resolution and width (64, 0.125),
+    # and the proposed budget is the fine-tuning one.
+    from cavlog_core.config import FINETUNE_ITERATIONS
+
+    assert (tune.resolution_combo.currentText(), tune.width_spin.value()) == ("64", 0.125)
+    assert tune.iterations_spin.value() == FINETUNE_ITERATIONS
     tune.output_edit.setText(str(tmp_path / "run"))
     tune.iterations_spin.setValue(3)
     tune.batch_spin.setValue(8)
@@ -284,6 +290,7 @@ def test_finetune_then_run_with_the_new_model(make_napari_viewer, assets, tmp_pa
     assert tune.result.checkpoint_path.is_file() and tune.result.iterations == 3
     assert tune.plot.points == (1, 2, 3)
     assert tune.progress.value() == 3
+    assert " left" in tune.status.text() or "done" in tune.status.text()
     assert set(tune.result.thresholds) >= {"healthy_p95"}
 
     # The new model is offered by the anomaly widget and runs.
@@ -421,3 +428,20 @@ def test_hostile_checkpoints_through_both_widgets(make_napari_viewer, assets, tm
     tune.start(block=True)
     assert not tune.running and tune.last_error and "bad.pt" in tune.last_error
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_plugin_dock_opens_both_widgets_as_tabs(make_napari_viewer, assets, tmp_path):
+    """``napari -w napari-cavlog`` docks the plugin's first widget: both tools, tabbed."""
+    from napari_cavlog import CavlogWidget
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-cavlog")
+    assert isinstance(widget, CavlogWidget)
+    assert [widget.tabText(i) for i in range(widget.count())] == ["Anomaly segmentation",
+                                                                  "Fine-tune"]
+    assert isinstance(widget.anomaly, AnomalyWidget)
+    assert isinstance(widget.finetune, FineTuneWidget)
+    # Once a widget is open, a BraTS folder opens with this plugin, no reader dialog.
+    folder = write_synthetic_cases(tmp_path / "BraTS_site", (13,), shape=(48, 48, 24))[0]
+    layers = viewer.open(str(folder), plugin=None)  # None: napari chooses, as File > Open does
+    assert [layer.name for layer in layers] == ["SYN_0013 FLAIR", "SYN_0013 ground truth"]

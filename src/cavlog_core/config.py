@@ -31,6 +31,11 @@ MAX_LATENT_DIM = 4096
 #: ``SynthConfig.lesions``: the synthetic disease.
 LESION_PRESETS = ("glioma", "ms")
 
+#: Iterations the napari fine-tune widget proposes when starting from a trained model: about
+#: two minutes for the demo model (128², width 0.25) on two CPU cores, enough to adapt the
+#: constraint to new healthy scans (docs/benchmark.md, leave-one-case-out).
+FINETUNE_ITERATIONS = 300
+
 
 def _check(cond: bool, message: str) -> None:
     if not cond:

@@ -13,10 +13,17 @@ from ._models import demo_checkpoint_path, session_models
 if TYPE_CHECKING:
     from ._widget import AnomalyWidget
     from ._widget_finetune import FineTuneWidget
+    from ._widget_tabs import CavlogWidget
 
 __version__ = "0.1.0"
 
-__all__ = ["AnomalyWidget", "FineTuneWidget", "demo_checkpoint_path", "session_models"]
+__all__ = [
+    "AnomalyWidget",
+    "CavlogWidget",
+    "FineTuneWidget",
+    "demo_checkpoint_path",
+    "session_models",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from ._widget import AnomalyWidget
 
         return AnomalyWidget
+    if name == "CavlogWidget":
+        from ._widget_tabs import CavlogWidget
+
+        return CavlogWidget
     if name == "FineTuneWidget":
         from ._widget_finetune import FineTuneWidget
 

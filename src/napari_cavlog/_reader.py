@@ -9,13 +9,21 @@ and validation are ``cavlog_core.data.io.load_case``; the display order is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._layers import LayerData, case_layer_data
 
-__all__ = ["BACKGROUND_VOXELS", "get_reader", "load_layer_data", "read_cases"]
+__all__ = [
+    "BACKGROUND_VOXELS",
+    "READER_PATTERNS",
+    "get_reader",
+    "load_layer_data",
+    "prefer_this_reader",
+    "read_cases",
+]
 
 #: Scans larger than this (voxels, all paths together) are read in a worker thread when a
 #: viewer is open (about 1 s of work on 2 cores for 20 M voxels, e.g. 2 BraTS volumes at once).
@@ -23,6 +31,33 @@ BACKGROUND_VOXELS = 20_000_000
 
 _NIFTI = (".nii", ".nii.gz")
 _FLAIR_ENDINGS = tuple(f"{tag}{ext}" for tag in ("_flair", "-t2f") for ext in _NIFTI)
+
+
+#: Paths napari should open with this plugin without asking (napari's ``extension2reader``
+#: preference; a folder is matched with a trailing separator). Without them napari offers its
+#: builtin reader too, which cannot read NIfTI and fails with an imageio error.
+READER_PATTERNS = (f"*BraTS*{os.sep}", "*.nii.gz", "*.nii")
+
+_PLUGIN = "napari-cavlog"
+
+
+def prefer_this_reader(settings: Any = None) -> list[str]:
+    """Make this plugin napari's reader for BraTS folders and NIfTI files; returns the patterns
+    added. A pattern the user already assigned to some reader is left as it is.
+
+    Called when a widget of this plugin opens (napari has no hook before the first File > Open).
+    """
+    if settings is None:
+        try:
+            from napari.settings import get_settings
+        except ImportError:
+            return []
+        settings = get_settings()
+    current = dict(settings.plugins.extension2reader)
+    added = [pattern for pattern in READER_PATTERNS if pattern not in current]
+    if added:
+        settings.plugins.extension2reader = {**current, **dict.fromkeys(added, _PLUGIN)}
+    return added
 
 
 def _handles(path: str | Path) -> bool:

@@ -54,6 +54,7 @@ from ._qt_common import (
 )
 from ._qt_lesions import LesionPanel
 from ._qt_plots import ThresholdExplorer
+from ._reader import prefer_this_reader
 from ._results import CaseResults, ResultRegistry, is_result_layer, set_image_data
 from ._runner import Outcome
 
@@ -86,6 +87,7 @@ class AnomalyWidget(JobHost, QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        prefer_this_reader()  # BraTS folders and NIfTI files open without a reader dialog
         self.results = ResultRegistry(napari_viewer)
         self._job: CaseResults | None = None  # the results the running job writes into
         self._worker: Any = None

@@ -38,6 +38,7 @@ from ._qt_common import (
     scrolling_layout,
 )
 from ._qt_plots import LossPlot
+from ._reader import prefer_this_reader
 from ._runner import Outcome
 
 __all__ = ["FineTuneWidget"]
@@ -63,6 +64,7 @@ class FineTuneWidget(JobHost, QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        prefer_this_reader()  # BraTS folders and NIfTI files open without a reader dialog
         self.result: Any = None
         self.last_error: str | None = None
         self._worker: Any = None
@@ -76,9 +78,11 @@ class FineTuneWidget(JobHost, QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        from cavlog_core.config import ModelConfig, TrainConfig
+        from cavlog_core.config import FINETUNE_ITERATIONS, ModelConfig, TrainConfig
 
         train, model = TrainConfig(), ModelConfig()
+        self._scratch = (str(model.resolution), model.width, train.iterations)
+        self._finetune_iterations = FINETUNE_ITERATIONS
         root = scrolling_layout(self)
 
         data = QGroupBox("Data")
@@ -101,7 +105,8 @@ class FineTuneWidget(JobHost, QWidget):
         form.addRow("Start from", self.model_combo)
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 1_000_000)
-        self.iterations_spin.setValue(train.iterations)
+        self.iterations_spin.setValue(FINETUNE_ITERATIONS)
+        self.iterations_spin.setToolTip("batches to train; the status line shows the time left")
         form.addRow("Iterations", self.iterations_spin)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
@@ -174,9 +179,25 @@ class FineTuneWidget(JobHost, QWidget):
         return None if data is None else Path(data)
 
     def _on_model_changed(self, _index: int = 0) -> None:
-        scratch = self._start_checkpoint() is None
+        """Show the starting model's resolution and width (fixed by its weights), greyed out."""
+        start = self._start_checkpoint()
+        scratch = start is None
         self.resolution_combo.setEnabled(scratch)
         self.width_spin.setEnabled(scratch)
+        if scratch:
+            resolution, width, iterations = self._scratch
+        else:
+            shape = _model_shape(start)
+            if shape is None:  # unreadable: start() reports it in one line
+                return
+            resolution, width = str(shape[0]), shape[1]
+            iterations = self._finetune_iterations
+        if self.resolution_combo.findText(resolution) < 0:
+            self.resolution_combo.addItem(resolution)
+        self.resolution_combo.setCurrentText(resolution)
+        self.width_spin.setValue(width)
+        if not self.running:
+            self.iterations_spin.setValue(iterations)
 
     # ------------------------------------------------------------------ running
     def start(self, block: bool = False) -> Any:
@@ -214,7 +235,8 @@ class FineTuneWidget(JobHost, QWidget):
             self.plot.append(event.iteration, event.losses.get("loss"), event.mean_fc)
             self.status.info(f"{phase}: iteration {event.iteration}/{total}, "
                              f"loss {event.losses.get('loss', float('nan')):.4g}, "
-                             f"mean f_c {event.mean_fc:.3f}, {event.images_per_s:.1f} images/s")
+                             f"mean f_c {event.mean_fc:.3f}, {event.images_per_s:.1f} images/s, "
+                             f"{_duration(getattr(event, 'seconds_left', float('nan')))} left")
         elif phase == "validate":
             self.status.info("computing healthy thresholds …")
         elif phase == "prepare":
@@ -253,6 +275,37 @@ class FineTuneWidget(JobHost, QWidget):
         self.last_error = message
         self.status.error(message)
         show_error(f"Fine-tune: {message}")
+
+
+@functools.lru_cache(maxsize=32)
+def _model_shape_cached(path: str, mtime: float) -> tuple[int, float] | None:
+    from cavlog_core.errors import CavlogError
+    from cavlog_core.training.checkpoint import config_from_payload, read_checkpoint
+
+    try:
+        config = config_from_payload(path, read_checkpoint(path))
+    except (CavlogError, OSError):
+        return None
+    return config.model.resolution, config.model.width
+
+
+def _model_shape(path: Path) -> tuple[int, float] | None:
+    """``(resolution, width)`` of a checkpoint's model, or None when it cannot be read."""
+    try:
+        return _model_shape_cached(str(path), path.stat().st_mtime)
+    except OSError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"``, ``"2.5 h"``; ``"?"`` before the rate is known."""
+    if not seconds == seconds or seconds < 0:  # NaN
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _float_spin(

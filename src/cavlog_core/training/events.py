@@ -41,6 +41,10 @@ class TrainEvent:
         Training throughput over all ranks (smoothed).
     lr : float
         Learning rate of the first optimiser.
+    seconds_left : float
+        Estimated time to the last iteration at the current (smoothed) rate; NaN outside
+        ``warmup`` / ``constrained``. A warm-up runs faster than the constrained phase, so
+        during a warm-up the estimate is low.
     """
 
     iteration: int
@@ -52,6 +56,7 @@ class TrainEvent:
     barrier_active: bool = False
     images_per_s: float = 0.0
     lr: float = 0.0
+    seconds_left: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the JSON-lines log."""

@@ -451,6 +451,7 @@ def _fit(
                 losses=logs, mean_fc=float(logs.get("mean_fc", float("nan"))),
                 barrier_active=bool(logs.get("barrier_active", 0.0) > 0),
                 images_per_s=ips, lr=lr,
+                seconds_left=(total - it - 1) * len(epoch_batches[1][step]) / max(ips, 1e-9),
             )
             loss = logs.get("loss", 0.0)
             if not math.isfinite(loss):
