@@ -31,6 +31,7 @@ from cavlog_core._progress import drain
 from cavlog_core.config import LESION_PRESETS
 from cavlog_core.data import find_cases, load_case, select_slices, split_cases
 from cavlog_core.data.synth import write_synthetic_dataset
+from cavlog_core.errors import one_line_warnings
 from cavlog_core.evaluate import evaluate
 from cavlog_core.inference.predict import predict
 from cavlog_core.inference.thresholds import parse_threshold
@@ -89,17 +90,37 @@ def train(args: argparse.Namespace) -> Path:
         shutil.rmtree(args.run)
     print(f"[2/4] training the constrained VAE ({args.resolution}², width {args.width}, "
           f"cam_weights {args.cam_weights}, {args.iterations} iterations, device {args.device})")
-    bar = tqdm(total=args.iterations, unit="it")
+    bars: dict[str, tqdm] = {}
 
     def show(event) -> None:
-        if event.phase in ("warmup", "constrained"):
+        # Slices are prepared (read, normalised, resized, cached) before the first iteration:
+        # one bar for that stage, and the iteration bar starts with the first iteration so its
+        # rate and ETA are the training's own.
+        if event.phase == "prepare":
+            done = next((v for k, v in event.losses.items() if k.endswith("_done")), 0)
+            total = next((v for k, v in event.losses.items() if k.endswith("_total")), 0)
+            what = next((k.split("_")[0] for k in event.losses), "train")
+            bar = bars.get(what)
+            if bar is None:
+                bar = bars[what] = tqdm(total=int(total), unit="scan",
+                                        desc=f"      preparing {what} slices")
+            bar.n = int(done)
+            bar.refresh()
+        elif event.phase in ("warmup", "constrained"):
+            for key in [k for k in bars if k != "it"]:
+                bars.pop(key).close()
+            bar = bars.get("it")
+            if bar is None:
+                bar = bars["it"] = tqdm(total=args.iterations, unit="it", desc="      training",
+                                        initial=event.iteration - 1)
             bar.n = event.iteration
             bar.set_postfix(loss=f"{event.losses.get('loss', float('nan')):.4f}",
                             mean_fc=f"{event.mean_fc:+.3f}", phase=event.phase, refresh=False)
             bar.refresh()
 
     result = drain(fit(config, args.data, out_dir=args.run), show)
-    bar.close()
+    for bar in bars.values():
+        bar.close()
     print(f"      checkpoint {result.checkpoint_path}; healthy validation slices with f_c(a) <= 0: "
           f"{result.healthy_fc_satisfied:.1%}")
     return result.checkpoint_path
@@ -174,6 +195,7 @@ def figure(ckpt_path: Path, args: argparse.Namespace, report) -> None:
 
 
 def main() -> int:
+    one_line_warnings("demo")
     args = parse_args()
     t0 = time.perf_counter()
     synthesise(args.data, args.subjects, args.lesions)

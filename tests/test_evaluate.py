@@ -131,6 +131,20 @@ def test_evaluate_uses_the_training_split_and_reports_errors(dataset, tmp_path, 
         run_evaluate(_fake(), healthy_only, split="all", device="cpu")
 
 
+def test_auto_split_is_the_test_split_only_on_the_training_data(dataset, tmp_path):
+    from cavlog_core.evaluate import resolve_split
+
+    loaded = _fake()
+    loaded.meta["extra"] = {"data": str(dataset)}
+    split, note = resolve_split("auto", dataset, loaded, 4)
+    assert split == "test" and "held-out test split" in note
+    split, note = resolve_split("auto", tmp_path / "elsewhere", loaded, 3)
+    assert split == "all" and f"trained on {dataset}" in note and "all 3 case(s)" in note
+    assert resolve_split("val", tmp_path, loaded, 3) == ("val", "")
+    loaded.meta.pop("extra")
+    assert resolve_split("auto", dataset, loaded, 4)[0] == "all"  # unknown training data
+
+
 def test_cli_evaluate_writes_json_and_prints_table(dataset, tmp_path, capsys, monkeypatch):
     torch.manual_seed(0)
     cfg = dataclasses.replace(CONFIG, train=TrainConfig(split_fractions=(0.5, 0.0, 0.5)))
@@ -144,7 +158,11 @@ def test_cli_evaluate_writes_json_and_prints_table(dataset, tmp_path, capsys, mo
     stdout = capsys.readouterr().out
     assert code == 0, stdout
     report = json.loads(out.read_text())
-    assert report["split"] == "test" and report["slices"] == "central:3"
+    # The checkpoint does not record DATA as its training data: every case is evaluated, and
+    # the output says so.
+    assert report["split"] == "all" and report["slices"] == "central:3"
+    assert "is not this model's training data" in report["split_note"]
+    assert "evaluating all 4 case(s)" in stdout
     assert report["operating_point"]["note"] == ORACLE_NOTE
     assert set(report["strategies"]) == {"fixed_0.5", "healthy_p85", "healthy_p95"}
     assert 0.0 <= report["auroc"] <= 1.0

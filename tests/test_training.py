@@ -174,6 +174,7 @@ def test_cli_train_on_a_folder_then_finetune(tmp_path, make_case, monkeypatch, c
             "--iterations", 2, "--batch-size", 2, "--device", "auto", "--cache-dir",
             tmp_path / "cache"]
     capsys.readouterr()
+    monkeypatch.setattr("cavlog_core.device._cpu_notice_given", False)  # once per process
     with warnings.catch_warnings():  # whatever -W says; also undoes main()'s showwarning
         warnings.simplefilter("always")
         rc = _cli(monkeypatch, argv)

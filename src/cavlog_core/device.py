@@ -57,7 +57,16 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise CavlogError(f"--device {spec!r}: expected one of auto, cpu, cuda, cuda:N, mps")
 
 
+_cpu_notice_given = False
+
+
 def warn_if_cpu_fallback(requested: str, device: torch.device) -> None:
-    """Warn when ``auto`` ended on the CPU, so a user expecting a GPU notices."""
-    if requested == "auto" and device.type == "cpu":
+    """Warn once per process when ``auto`` ended on the CPU, so a user expecting a GPU notices.
+
+    A ``RuntimeWarning`` (the CLI and the scripts print warnings as one line, see
+    :func:`cavlog_core.errors.one_line_warnings`); later fallbacks in the same process are silent.
+    """
+    global _cpu_notice_given
+    if requested == "auto" and device.type == "cpu" and not _cpu_notice_given:
+        _cpu_notice_given = True
         warnings.warn("no GPU found: running on the CPU", RuntimeWarning, stacklevel=2)

@@ -23,3 +23,17 @@ class InputFileError(CavlogError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+def one_line_warnings(prefix: str = "cavlog") -> None:
+    """Print warnings as ``<prefix>: warning: <message>``: no source file, line or code.
+
+    Installed by the ``cavlog`` CLI and the scripts; a library user keeps Python's default.
+    """
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show

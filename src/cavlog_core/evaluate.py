@@ -55,7 +55,7 @@ ORACLE_NOTE = "uses ground truth (oracle)"
 #: Pooled pixels up to which evaluate keeps every score for exact metrics (~100 MB) and exact
 #: per-scan Dice at the oracle operating point; beyond, the streaming histogram is used.
 EVAL_EXACT_LIMIT = 1 << 24
-Split = Literal["train", "val", "test", "all"]
+Split = Literal["auto", "train", "val", "test", "all"]
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,14 @@ class EvaluationReport:
     pr_curve: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)
     seconds: float = 0.0
     reference: dict[str, Any] = field(default_factory=dict)
+    split_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN -> None); the PR curve is left out."""
         d = {
             "checkpoint": self.checkpoint, "data": self.data, "split": self.split,
-            "slices": self.slices, "pixels": self.pixels, "resolution": self.resolution,
+            "split_note": self.split_note, "slices": self.slices, "pixels": self.pixels,
+            "resolution": self.resolution,
             "evaluated_at": "model resolution, selected slices",
             "cases": list(self.cases), "skipped": dict(self.skipped),
             **self.pixel,
@@ -154,6 +156,7 @@ class EvaluationReport:
                 else f"{v:.{digits}f}"
 
         lines = [
+            *([self.split_note, ""] if self.split_note else []),
             f"AUROC {f(p['auroc'])} | AUPRC {f(p['auprc'])} | AP {f(p['average_precision'])} "
             f"— split {self.split}, {len(self.cases)} scans ({len(self.skipped)} skipped), "
             f"slices {self.slices}, {p['n_pixels']} pixels ({self.pixels}) at "
@@ -200,6 +203,30 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def resolve_split(split: str, data: str | Path, loaded: LoadedCheckpoint,
+                  n_cases: int) -> tuple[str, str]:
+    """``split="auto"``: the training run's ``test`` split when ``data`` is the folder the
+    checkpoint was trained on, else every case (none of them was seen in training).
+
+    Returns the split and a one-line note saying which and why (empty for explicit splits).
+    """
+    if split != "auto":
+        return split, ""
+    trained_on = (loaded.meta.get("extra") or {}).get("data")
+    same = False
+    if isinstance(trained_on, str) and trained_on:
+        try:
+            same = Path(trained_on).resolve() == Path(data).resolve()
+        except OSError:
+            same = False
+    if same:
+        return "test", (f"{data} is this model's training data: evaluating its held-out test "
+                        "split (--split all for every case)")
+    where = f"{trained_on}" if isinstance(trained_on, str) and trained_on else "elsewhere"
+    return "all", (f"{data} is not this model's training data (trained on {where}): evaluating "
+                   f"all {n_cases} case(s)")
+
+
 def _split_files(data: str | Path, files: list[CaseFiles], split: str,
                  loaded: LoadedCheckpoint) -> list[CaseFiles]:
     if split == "all":
@@ -237,8 +264,10 @@ def evaluate(
     checkpoint : LoadedCheckpoint or path
     data : path
         Dataset root (or a case folder / NIfTI file); every evaluated case needs a ``seg``.
-    split : {"test", "val", "train", "all"}
-        The training run's seeded patient split, or every case.
+    split : {"test", "val", "train", "all", "auto"}
+        The training run's seeded patient split, or every case; ``auto``: ``test`` when
+        ``data`` is the checkpoint's training folder, else ``all`` (:func:`resolve_split`;
+        the report's ``split_note`` says which).
     slices : str, optional
         ``"central:N"`` or ``"brain"``; default the checkpoint's (the paper: ``central:10``).
     all_pixels : bool
@@ -271,7 +300,9 @@ def evaluate(
     pre = loaded.config.preprocess
     spec = slices or pre.slices
     select_slices(np.ones((1, 1, 1), bool), spec)  # validates the spec before any heavy work
-    files = _split_files(data, find_cases(data), split, loaded)
+    found = find_cases(data)
+    split, split_note = resolve_split(split, data, loaded, len(found))
+    files = _split_files(data, found, split, loaded)
     for f in files:
         if f.seg is None:
             raise InputFileError(f.path, f"case {f.case_id} has no ground-truth segmentation "
@@ -390,6 +421,7 @@ def evaluate(
     }
     return EvaluationReport(
         checkpoint=str(loaded.meta.get("path", checkpoint)), data=str(data), split=split,
+        split_note=split_note,
         slices=spec, pixels="all" if all_pixels else "brain",
         resolution=loaded.config.model.resolution, cases=cases, skipped=skipped, pixel=pixel,
         operating_point=operating, strategies=table, per_scan_dice=per_scan,

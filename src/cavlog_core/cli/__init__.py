@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import warnings
 
-from ..errors import CavlogError
+from ..errors import CavlogError, one_line_warnings
 
 # Order shown in ``cavlog --help``.
 SUBCOMMANDS = (
@@ -42,13 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"cavlog: warning: {message}", file=sys.stderr if file is None else file)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cavlog`` console script; returns the exit status."""
-    warnings.showwarning = _one_line_warnings
+    one_line_warnings("cavlog")
     args = build_parser().parse_args(argv)
     from ._signals import Interrupted
 

@@ -16,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
         help="pooled pixel metrics (AUROC, AUPRC, Dice) of a checkpoint on a labelled split",
-        description="Evaluate CHECKPOINT on the scans of DATA in the training run's seeded split "
+        description="Evaluate CHECKPOINT on the scans of DATA (on its training data: the run's "
+                    "seeded test split; on other data: every case) "
                     "(scans with too little lesion dropped), at model resolution on the selected "
                     "slices: pooled AUROC / AUPRC / AP inside the brain (or --all-pixels), Dice "
                     "and IoU at fixed_0.5 and the checkpoint's healthy thresholds (pooled and per "
@@ -27,8 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", type=existing_path, help="dataset root with ground truth (<ID>_seg)")
     p.add_argument("--out", required=True, type=Path, help="report .json (written atomically)")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
-    p.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
-                   help="split of the training run (same fractions and seed) or all; default test")
+    p.add_argument("--split", choices=("auto", "test", "val", "train", "all"), default="auto",
+                   help="split of the training run (same fractions and seed) or all; default "
+                        "auto: the test split on the training data, every case on other data")
     p.add_argument("--slices", default=None,
                    help="'central:N' or 'brain'; default: the checkpoint's (paper: central:10)")
     p.add_argument("--all-pixels", action="store_true",
