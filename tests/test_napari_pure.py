@@ -71,6 +71,16 @@ def test_threshold_cache_equals_core_binary_scores(threshold):
     assert set(np.unique(errors)) <= {0, 1, 2}
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_threshold_cache_best_threshold_is_the_core_oracle(seed):
+    from cavlog_core.metrics import pixel_metrics
+
+    anomaly, brain, gt = _scan(seed)  # with many exact ties at 0.5
+    best = pixel_metrics(anomaly, gt, mask=brain)
+    assert ThresholdCache(anomaly, brain, gt).best_threshold() == best["threshold_best"]
+    assert ThresholdCache(anomaly, brain).best_threshold() is None
+
+
 def test_threshold_cache_hand_computed_and_without_ground_truth():
     anomaly = np.array([0.1, 0.4, 0.4, 0.8, 0.9, 0.0], np.float32).reshape(1, 1, 6)
     brain = np.array([1, 1, 1, 1, 1, 0], bool).reshape(1, 1, 6)
@@ -82,6 +92,9 @@ def test_threshold_cache_hand_computed_and_without_ground_truth():
     assert m["dice"] == pytest.approx(4 / 7) and m["iou"] == pytest.approx(2 / 5)
     assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(2 / 3)
     assert cache.counts(0.95) == (0, 0, 3)
+    # F1 over the brain voxels (lesion in brain: 1, 3): t = 0.8 gives tp 1, fp 1 -> 2/4; t = 0.4
+    # gives 2 * 2 / (2 + 2 + 2) = 2/3, the best; t = 0.1 gives 4/7.
+    assert cache.best_threshold() == pytest.approx(0.4)
     pr = cache.pr_curve(n=11)
     assert pr.thresholds.max() <= 0.9 + 1e-9  # empty masks (t > 0.9) are left out
     counts, edges = cache.histogram(bins=10)

@@ -92,18 +92,29 @@ def find_lesions(mask: np.ndarray, *, affine: np.ndarray, scores: np.ndarray | N
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return LesionTable((), 0.0, float(min_volume_ml), 0)
-    index = np.arange(1, n + 1)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    keep = index[counts * voxel_ml >= min_volume_ml]
-    centroids = ndimage.center_of_mass(mask, labels, keep) if keep.size else []
-    maxima = (ndimage.maximum(scores, labels, keep) if scores is not None and keep.size
-              else [np.nan] * keep.size)
-    slices = ndimage.find_objects(labels)
+    # Statistics over the labelled voxels only (a few % of the volume), with bincount and
+    # ufunc.at: scipy's per-label maximum sorts the whole volume (seconds at 240x240x155).
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat]
+    counts = np.bincount(lab, minlength=n + 1)
+    coords = np.unravel_index(flat, labels.shape)
+    sums = [np.bincount(lab, weights=c, minlength=n + 1) for c in coords]
+    maxima = np.full(n + 1, np.nan)
+    if scores is not None:
+        maxima[:] = -np.inf
+        np.maximum.at(maxima, lab, np.asarray(scores).ravel()[flat].astype(np.float64))
+    z_first = np.full(n + 1, np.iinfo(np.int64).max)
+    z_last = np.full(n + 1, -1)
+    np.minimum.at(z_first, lab, coords[2])
+    np.maximum.at(z_last, lab, coords[2])
+    keep = np.flatnonzero(counts * voxel_ml >= min_volume_ml)
+    keep = keep[keep > 0]
     found = []
-    for lab, c, mx in zip(keep, centroids, np.atleast_1d(maxima)):
-        zs = slices[lab - 1][2]
+    for k in keep:
+        c = tuple(float(s_[k] / counts[k]) for s_ in sums)
         world = affine @ np.array([*c, 1.0])
-        found.append((int(counts[lab - 1]), c, world[:3], float(mx), zs.start, zs.stop - 1))
+        found.append((int(counts[k]), c, world[:3], float(maxima[k]), int(z_first[k]),
+                      int(z_last[k])))
     found.sort(key=lambda f: -f[0])
     lesions = tuple(
         Lesion(label=i + 1, voxels=v, volume_ml=v * voxel_ml,

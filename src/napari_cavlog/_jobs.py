@@ -25,7 +25,6 @@ __all__ = [
     "analysis_job",
     "finetune_job",
     "finetune_problem",
-    "gt_operating_point",
     "lesion_table",
     "training_config",
 ]
@@ -44,9 +43,8 @@ class Analysis:
     cache : ThresholdCache
         Fast masks and scores for any threshold (with the ground truth when given).
     thresholds : dict of str to float
-        The checkpoint's healthy percentiles (``healthy_p85`` ... ``healthy_p99``).
-    gt_threshold : float or None
-        Ground-truth operating point (F1-max over the brain voxels); uses the ground truth.
+        The checkpoint's healthy thresholds (``healthy_p85`` ... ``healthy_p99``,
+        ``healthy_fpr0.5`` ... ``healthy_fpr5``).
     case_id : str
     checkpoint : Path
     affine : (4, 4) ndarray
@@ -57,10 +55,15 @@ class Analysis:
     brain: np.ndarray
     cache: ThresholdCache
     thresholds: dict[str, float]
-    gt_threshold: float | None
     case_id: str
     checkpoint: Path
     affine: np.ndarray
+
+    @property
+    def gt_threshold(self) -> float | None:
+        """Ground-truth operating point: the F1-best threshold over the brain voxels (uses the
+        ground truth; None without lesion in the brain). Computed on first use."""
+        return self.cache.best_threshold()
 
     def with_ground_truth(self, gt: np.ndarray | None) -> Analysis:
         """The same map scored against new ground-truth labels (display order; None: none).
@@ -71,8 +74,7 @@ class Analysis:
         lesion = None if gt is None else np.asarray(gt) > 0
         cache = ThresholdCache(self.anomaly, self.brain, lesion, out=self.cache.buffer,
                                errors_out=None if lesion is None else self.cache.error_buffer)
-        point = gt_operating_point(self.anomaly, self.brain, lesion)
-        return dataclasses.replace(self, cache=cache, gt_threshold=point)
+        return dataclasses.replace(self, cache=cache)
 
 
 def lesion_table(analysis: Analysis, threshold: float, *, min_volume_ml: float) -> Any:
@@ -89,17 +91,6 @@ def lesion_table(analysis: Analysis, threshold: float, *, min_volume_ml: float) 
     mask = from_display(analysis.cache.mask(threshold).view(bool))
     return find_lesions(mask, affine=analysis.affine, scores=from_display(analysis.anomaly),
                         min_volume_ml=min_volume_ml)
-
-
-def gt_operating_point(
-    anomaly: np.ndarray, brain: np.ndarray, gt: np.ndarray | None
-) -> float | None:
-    """``threshold_best`` of ``cavlog_core.metrics.pixel_metrics`` in the brain (or None)."""
-    if gt is None or not np.any(gt[brain]):
-        return None
-    from cavlog_core.metrics import pixel_metrics
-
-    return float(pixel_metrics(anomaly, gt, mask=brain)["threshold_best"])
 
 
 def analysis_job(
@@ -151,7 +142,9 @@ def analysis_job(
     loaded = load_checkpoint_cached(checkpoint, dev)
     result = yield from predict_volume(loaded, case, batch_size=batch_size, device=dev)
     anomaly = to_display(np.asarray(result.anomaly, dtype=np.float32))
-    brain = to_display(case.brain_mask)
+    shown = ((metadata or {}).get("cavlog") or {}).get("brain_mask")  # the reader's, display order
+    brain = shown if shown is not None and shown.shape == anomaly.shape \
+        else to_display(case.brain_mask)
     lesion = None if gt is None else np.asarray(gt) > 0
     cache = ThresholdCache(anomaly, brain, lesion, out=mask_out,
                            errors_out=None if lesion is None else errors_out)
@@ -163,7 +156,6 @@ def analysis_job(
         brain=brain,
         cache=cache,
         thresholds={k: float(v) for k, v in thresholds.items()},
-        gt_threshold=gt_operating_point(anomaly, brain, lesion),
         case_id=case.case_id,
         checkpoint=Path(checkpoint),
         affine=np.asarray(case.affine, dtype=np.float64),

@@ -83,15 +83,18 @@ class ThresholdCache:
         self.gt = gt
         self._gt_u8 = None if gt is None else gt.view(np.uint8)
         inside = anomaly[brain]
-        self._inside_sorted = np.sort(inside)
         if gt is not None:
             gt_inside = gt[brain]
             self._pos = np.sort(inside[gt_inside])
             self._neg = np.sort(inside[~gt_inside])
             self.n_gt = int(np.count_nonzero(gt))
+            # Two sorted runs: the stable sort (timsort) merges them in one linear pass.
+            self._inside_sorted = np.sort(np.concatenate((self._pos, self._neg)), kind="stable")
         else:
+            self._inside_sorted = np.sort(inside)
             self._pos = self._neg = None
             self.n_gt = 0
+        self._best: float | None = None
 
         # Bounding boxes: thresholding never touches voxels outside the brain's, error labels
         # nothing outside the brain's and the lesion's.
@@ -166,6 +169,31 @@ class ThresholdCache:
         np.bitwise_xor(self.buffer[box], gt, out=out)
         np.left_shift(out, gt, out=out)
         return self.error_buffer
+
+    def best_threshold(self) -> float | None:
+        """The F1-best (DICE-best) threshold over the brain voxels, or None (no lesion in it).
+
+        Equal to ``threshold_best`` of ``cavlog_core.metrics.pixel_metrics(map, gt,
+        mask=brain)`` (one candidate per distinct value, the highest among ties), from the
+        sorted values already held: no new sort of the volume. Computed on first call.
+        """
+        if self._pos is None or self._pos.size == 0:
+            return None
+        if self._best is not None:
+            return self._best
+        s = self._inside_sorted
+        last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+        candidates = s[last][::-1]  # distinct values, highest first
+        tp = self._pos.size - np.searchsorted(self._pos, candidates, side="left")
+        fp = self._neg.size - np.searchsorted(self._neg, candidates, side="left")
+        f1 = 2.0 * tp / (tp + fp + self._pos.size)
+        self._best = float(candidates[int(np.argmax(f1))])
+        return self._best
+
+    @property
+    def has_lesion(self) -> bool:
+        """True when the ground truth has lesion voxels inside the brain."""
+        return self._pos is not None and self._pos.size > 0
 
     # -- explorer -----------------------------------------------------------------------
     def histogram(self, bins: int = 64) -> tuple[np.ndarray, np.ndarray]:

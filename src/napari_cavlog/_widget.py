@@ -61,7 +61,7 @@ from ._runner import Outcome
 __all__ = ["AnomalyWidget"]
 
 _SLIDER_STEPS = 1000  # threshold resolution 0.001
-_REFRESH_EVERY_S = 0.25  # overlay redraw rate while slices stream in
+_REFRESH_EVERY_S = 0.2  # progress-bar update rate while slices stream in
 _SETTLE_MS = 150  # full error labels, lesions and thumbnails once the threshold stops moving
 _MIN_LESION_ML = 0.05  # fallback smallest lesion when the checkpoint has no healthy-data value
 
@@ -432,16 +432,18 @@ class AnomalyWidget(JobHost, QWidget):
     def _on_event(self, event: Any) -> None:
         job = self._job
         layer = None if job is None else job.anomaly
+        z = int(event.z)
         if layer is not None:
-            layer.data[int(event.z)] = slice_to_display(np.asarray(event.slice_map))
-            now = time.monotonic()
-            # Redraws are throttled: a refresh re-uploads the shown slice, and many slices
-            # arrive per batch.
-            if now - self._last_refresh > _REFRESH_EVERY_S or event.done == event.total:
+            layer.data[z] = slice_to_display(np.asarray(event.slice_map))
+            # Only the shown slice is redrawn (when it arrives): a refresh re-uploads a texture
+            # and repaints the canvas, which costs more than computing a slice.
+            if z == self._current_z():
                 layer.refresh(extent=False, thumbnail=False, highlight=False)
-                self._last_refresh = now
-        self.progress.setMaximum(int(event.total))
-        self.progress.setValue(int(event.done))
+        now = time.monotonic()
+        if now - self._last_refresh > _REFRESH_EVERY_S or event.done == event.total:
+            self.progress.setMaximum(int(event.total))
+            self.progress.setValue(int(event.done))
+            self._last_refresh = now
 
     def _on_returned(self, outcome: Outcome[Analysis]) -> None:
         job, self._job = self._job, None
@@ -692,10 +694,9 @@ class AnomalyWidget(JobHost, QWidget):
                    if self.analysis is not None and preset.value is None else "")
         self.preset_note.setText(f"{preset.label}: {preset.note}{missing}")
         analysis = self.analysis
-        gt_value = None if analysis is None else analysis.gt_threshold
-        self.gt_button.setEnabled(gt_value is not None)
-        self.gt_button.setText("GT operating point (uses ground truth)"
-                               + ("" if gt_value is None else f": {gt_value:.3f}"))
+        # The oracle threshold is computed when first asked for (it costs a pass over the scan).
+        self.gt_button.setEnabled(analysis is not None and analysis.cache.has_lesion)
+        self.gt_button.setText("GT operating point (uses ground truth)")
 
     def _apply_healthy(self) -> None:
         value = self._chosen_preset().value
