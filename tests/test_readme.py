@@ -28,6 +28,7 @@ _SMALL = {
     "evaluate": ["--device", "cpu"],
     "predict": ["--device", "cpu"],
     "finetune": ["--iterations", "2", "--batch-size", "4", "--device", "cpu"],
+    "calibrate": ["--device", "cpu"],
     "benchmark": ["--seeds", "1", "--resolution", "64", "--width", "0.125", "--iterations", "2",
                   "--warmup-iterations", "1", "--batch-size", "4", "--device", "cpu"],
 }
@@ -58,7 +59,7 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
     placeholders = {"path/to/BraTS_case/": None, "healthy_scans/": None}
     for words in readme_commands():
         command = words[0]
-        if command in ("predict", "finetune") and placeholders["healthy_scans/"] is None:
+        if placeholders["healthy_scans/"] is None and command in ("predict", "finetune"):
             lesioned = next(f for f in find_cases("data/synth")
                             if np.asarray(nib.load(f.seg).dataobj).any())
             placeholders["path/to/BraTS_case/"] = str(Path(lesioned.flair).parent)
@@ -68,5 +69,5 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
         out = capsys.readouterr()
         assert code == 0, f"cavlog {' '.join(words)}\n{out.out[-2000:]}\n{out.err[-2000:]}"
     assert Path("runs/r1/checkpoint.pt").is_file() and Path("runs/r1_ft/checkpoint.pt").is_file()
-    assert Path("runs/r1/report.json").is_file()
+    assert Path("runs/r1/report.json").is_file() and Path("runs/r1_site.pt").is_file()
     assert list(Path("preds").glob("*_lesions.csv")) and list(Path("bench").glob("summary*.md"))

@@ -199,3 +199,38 @@ def test_cli_train_on_a_folder_then_finetune(tmp_path, make_case, monkeypatch, c
         rc = _cli(monkeypatch, ["train", root, "--out", tmp_path / "z", "--device", "cuda"])
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1 and "CUDA is not available" in err
+
+
+def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
+    """``healthy_fpr1`` after calibration flags 1 % of the healthy brain pixels it was set on."""
+    import dataclasses
+
+    from cavlog_core._progress import drain
+    from cavlog_core.data import find_cases, iter_slice_arrays
+    from cavlog_core.inference.maps import normalize_maps
+    from cavlog_core.training.calibrate import calibrate
+    from napari_fixtures import make_tiny_checkpoint, write_synthetic_cases
+
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    healthy = tmp_path / "healthy"
+    write_synthetic_cases(healthy, (31, 32), shape=(64, 64, 24), healthy=True)
+    with pytest.raises(CavlogError, match="new file"):
+        drain(calibrate(ckpt, healthy, out=ckpt, device="cpu"))
+    result = drain(calibrate(ckpt, healthy, out=tmp_path / "site.pt", device="cpu"))
+    assert set(result.thresholds) >= {"healthy_p95", "healthy_fpr0.5", "healthy_fpr1",
+                                      "healthy_fpr5"}
+    assert result.previous == load_checkpoint(ckpt).thresholds and result.slices > 10
+    new, old = load_checkpoint(result.checkpoint_path), load_checkpoint(ckpt)
+    assert new.thresholds == pytest.approx(result.thresholds)
+    assert new.meta["extra"]["calibrated_on"]["n_slices"] == result.slices
+    for a, b in zip(new.modules.state_dict().values(), old.modules.state_dict().values()):
+        assert torch.equal(a, b)
+    # The promise: the fraction of healthy brain pixels at or above healthy_fpr1 is 1 %.
+    pre = dataclasses.replace(new.config.preprocess, slices="brain")
+    arrays = drain(iter_slice_arrays(find_cases(healthy), pre, healthy_only=True))
+    images, brain = torch.from_numpy(arrays.images).float(), torch.from_numpy(arrays.brain).bool()
+    keep = brain.flatten(1).any(dim=1)
+    maps = normalize_maps(new.method.anomaly_maps(new.modules, images[keep], brain[keep]).float(),
+                          brain[keep], erosion=new.config.preprocess.mask_erosion)
+    share = float((maps[brain[keep]] >= result.thresholds["healthy_fpr1"]).float().mean())
+    assert share == pytest.approx(0.01, abs=0.002)

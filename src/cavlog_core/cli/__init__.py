@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "inspect",
     "train",
     "finetune",
+    "calibrate",
     "predict",
     "evaluate",
     "methods",
