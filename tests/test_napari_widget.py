@@ -197,11 +197,12 @@ def test_lesion_table_and_fpr_presets(make_napari_viewer, assets, tmp_path):
     widget.set_checkpoint(ckpt)
     widget.run(block=True)
     assert widget.analysis is not None, widget.status.text()
-    assert widget.threshold == pytest.approx(0.8)  # FPR 1 % is the starting point
-    widget.percentile_combo.setCurrentText("FPR 5 %")
-    assert "5 % of brain voxels" in widget.preset_note.text()
+    assert widget.threshold == pytest.approx(0.6)  # FPR 5 % is the starting point
+    assert widget.percentile_combo.currentText() == "FPR 5 %"
+    widget.percentile_combo.setCurrentText("FPR 1 %")
+    assert "1 % of brain voxels" in widget.preset_note.text()
     widget.healthy_button.click()
-    assert widget.threshold == pytest.approx(0.6)
+    assert widget.threshold == pytest.approx(0.8)
 
     table = widget.lesions  # the same components as cavlog predict's <ID>_lesions.csv
     flair = viewer.layers["SYN_0011 FLAIR"]
@@ -304,8 +305,8 @@ def test_finetune_then_run_with_the_new_model(make_napari_viewer, assets, tmp_pa
     assert anomaly.analysis is not None, anomaly.status.text()
     assert anomaly.analysis.checkpoint == tune.result.checkpoint_path
     assert anomaly.anomaly_layer.data.max() > 0
-    # A fine-tuned checkpoint has the fixed-false-positive-rate presets: FPR 1 % first.
-    assert anomaly.threshold == pytest.approx(tune.result.thresholds["healthy_fpr1"])
+    # A fine-tuned checkpoint has the fixed-false-positive-rate presets: it starts at FPR 5 %.
+    assert anomaly.threshold == pytest.approx(tune.result.thresholds["healthy_fpr5"])
 
     # Starting again into the same folder is refused (the run would be overwritten).
     assert tune.start() is None and "already holds a run" in tune.status.text()

@@ -222,9 +222,10 @@ def resolve_split(split: str, data: str | Path, loaded: LoadedCheckpoint,
     if same:
         return "test", (f"{data} is this model's training data: evaluating its held-out test "
                         "split (--split all for every case)")
-    where = f"{trained_on}" if isinstance(trained_on, str) and trained_on else "elsewhere"
-    return "all", (f"{data} is not this model's training data (trained on {where}): evaluating "
-                   f"all {n_cases} case(s)")
+    where = (f"trained on {trained_on}" if isinstance(trained_on, str) and trained_on
+             else "the checkpoint does not record its training data")
+    return "all", (f"{data} is not this model's training data ({where}): evaluating all "
+                   f"{n_cases} case(s)")
 
 
 def _split_files(data: str | Path, files: list[CaseFiles], split: str,

@@ -187,7 +187,7 @@ class AnomalyWidget(JobHost, QWidget):
         self.percentile_combo = QComboBox()
         for preset in healthy_presets(None):
             self.percentile_combo.addItem(preset.label, preset.key)
-        self.percentile_combo.setCurrentIndex(self.percentile_combo.findData("healthy_fpr1"))
+        self.percentile_combo.setCurrentIndex(self.percentile_combo.findData("healthy_fpr5"))
         self.percentile_combo.currentIndexChanged.connect(self._update_preset_buttons)
         self.preset_note = QLabel("")
         self.preset_note.setWordWrap(True)
