@@ -26,8 +26,8 @@ from pathlib import Path
 
 from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, TrainConfig
 from cavlog_core._progress import drain
+from cavlog_core.calibrate import calibrate
 from cavlog_core.data.synth import write_synthetic_dataset
-from cavlog_core.training.calibrate import calibrate
 from cavlog_core.training.checkpoint import load_checkpoint, save_checkpoint
 from cavlog_core.training.fit import fit
 

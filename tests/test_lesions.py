@@ -64,3 +64,15 @@ def test_cli_predict_writes_the_lesion_table(tmp_path, make_case, capsys):
                                                                      abs=1e-3)
     assert main(["predict", str(ckpt), str(folder), "--out", str(out), "--device", "cpu",
                  "--min-lesion-ml", "-1"]) == 2
+
+
+def test_healthy_component_volume_and_checkpoint_default():
+    from cavlog_core.lesions import healthy_component_volume, min_lesion_ml
+
+    # 20 spurious components of 0.01 ... 0.20 mL: 95 % of them are below the 95th percentile.
+    volumes = [0.01 * k for k in range(1, 21)]
+    assert healthy_component_volume(volumes) == pytest.approx(np.quantile(volumes, 0.95))
+    assert healthy_component_volume([]) == 0.0
+    assert min_lesion_ml({"extra": {"min_lesion_ml": 0.4}}) == 0.4
+    for bad in (None, {}, {"extra": {"min_lesion_ml": "x"}}, {"extra": {"min_lesion_ml": -1}}):
+        assert min_lesion_ml(bad) == 0.05

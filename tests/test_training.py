@@ -206,9 +206,9 @@ def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
     import dataclasses
 
     from cavlog_core._progress import drain
+    from cavlog_core.calibrate import calibrate
     from cavlog_core.data import find_cases, iter_slice_arrays
     from cavlog_core.inference.maps import normalize_maps
-    from cavlog_core.training.calibrate import calibrate
     from napari_fixtures import make_tiny_checkpoint, write_synthetic_cases
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
@@ -223,6 +223,12 @@ def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
     new, old = load_checkpoint(result.checkpoint_path), load_checkpoint(ckpt)
     assert new.thresholds == pytest.approx(result.thresholds)
     assert new.meta["extra"]["calibrated_on"]["n_slices"] == result.slices
+    # The minimum lesion volume comes from the same healthy scans: stored and used as default.
+    from cavlog_core.lesions import min_lesion_ml
+
+    assert result.min_lesion_ml is not None and result.min_lesion_ml >= 0
+    assert min_lesion_ml(new.meta) == pytest.approx(result.min_lesion_ml)
+    assert min_lesion_ml(old.meta) == 0.05
     for a, b in zip(new.modules.state_dict().values(), old.modules.state_dict().values()):
         assert torch.equal(a, b)
     # The promise: the fraction of healthy brain pixels at or above healthy_fpr1 is 1 %.

@@ -18,7 +18,17 @@ from scipy import ndimage
 from ._atomic import atomic_write_text
 from .errors import CavlogError
 
-__all__ = ["Lesion", "LesionTable", "find_lesions", "write_lesions_csv"]
+__all__ = [
+    "DEFAULT_MIN_LESION_ML",
+    "HEALTHY_COMPONENT_QUANTILE",
+    "MIN_LESION_KEY",
+    "Lesion",
+    "LesionTable",
+    "find_lesions",
+    "healthy_component_volume",
+    "min_lesion_ml",
+    "write_lesions_csv",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,37 @@ def find_lesions(mask: np.ndarray, *, affine: np.ndarray, scores: np.ndarray | N
         for i, (v, c, w, mx, z0, z1) in enumerate(found))
     return LesionTable(lesions, float(sum(les.volume_ml for les in lesions)),
                        float(min_volume_ml), int(n - len(lesions)))
+
+
+#: Where the healthy-data minimum lesion volume is stored: ``checkpoint.meta["extra"][KEY]``.
+MIN_LESION_KEY = "min_lesion_ml"
+#: The fallback when a checkpoint has none (about 50 voxels of 1 mm³).
+DEFAULT_MIN_LESION_ML = 0.05
+#: The rule: the volume below which this share of the false-positive components found on
+#: healthy tissue (at ``healthy_fpr5``) lie.
+HEALTHY_COMPONENT_QUANTILE = 0.95
+
+
+def min_lesion_ml(meta: dict | None) -> float:
+    """The minimum lesion volume of a checkpoint (``meta["extra"]``), else the default."""
+    value = ((meta or {}).get("extra") or {}).get(MIN_LESION_KEY)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_MIN_LESION_ML
+    return value if np.isfinite(value) and value >= 0 else DEFAULT_MIN_LESION_ML
+
+
+def healthy_component_volume(volumes_ml: list[float],
+                             quantile: float = HEALTHY_COMPONENT_QUANTILE) -> float:
+    """The ``quantile`` of the volumes of components found on healthy tissue (0 when none).
+
+    With it as the minimum lesion volume, that share of the spurious detections on healthy
+    scans is not listed as a lesion.
+    """
+    if not volumes_ml:
+        return 0.0
+    return float(np.quantile(np.asarray(volumes_ml, dtype=np.float64), quantile))
 
 
 def write_lesions_csv(table: LesionTable, path: str | Path) -> Path:

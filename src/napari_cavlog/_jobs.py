@@ -49,6 +49,9 @@ class Analysis:
     checkpoint : Path
     affine : (4, 4) ndarray
         The scan's canonical (RAS) voxel-to-mm affine (lesion volumes and centroids).
+    min_lesion_ml : float
+        The checkpoint's minimum lesion volume (set from healthy scans by ``cavlog calibrate``,
+        else ``cavlog_core.lesions.DEFAULT_MIN_LESION_ML``).
     """
 
     anomaly: np.ndarray
@@ -58,6 +61,7 @@ class Analysis:
     case_id: str
     checkpoint: Path
     affine: np.ndarray
+    min_lesion_ml: float
 
     @property
     def gt_threshold(self) -> float | None:
@@ -136,6 +140,7 @@ def analysis_job(
     """
     from cavlog_core.device import resolve_device
     from cavlog_core.inference.predict import predict_volume
+    from cavlog_core.lesions import min_lesion_ml
 
     case = case_from_layer(flair, metadata, scale, name=name)
     dev = str(resolve_device(device))
@@ -159,6 +164,7 @@ def analysis_job(
         case_id=case.case_id,
         checkpoint=Path(checkpoint),
         affine=np.asarray(case.affine, dtype=np.float64),
+        min_lesion_ml=min_lesion_ml(getattr(loaded, "meta", None)),
     )
 
 

@@ -37,6 +37,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from cavlog_core.lesions import DEFAULT_MIN_LESION_ML
+
 from ._jobs import Analysis, analysis_job, lesion_table
 from ._layers import layer_case_id, layer_role
 from ._models import ModelEntry, demo_checkpoint_path, session_models
@@ -63,7 +65,6 @@ __all__ = ["AnomalyWidget"]
 _SLIDER_STEPS = 1000  # threshold resolution 0.001
 _REFRESH_EVERY_S = 0.2  # progress-bar update rate while slices stream in
 _SETTLE_MS = 150  # full error labels, lesions and thumbnails once the threshold stops moving
-_MIN_LESION_ML = 0.05  # fallback smallest lesion when the checkpoint has no healthy-data value
 
 
 class AnomalyWidget(JobHost, QWidget):
@@ -214,7 +215,7 @@ class AnomalyWidget(JobHost, QWidget):
         form.addRow(self.errors_check)
         root.addWidget(overlay)
 
-        self.lesion_panel = LesionPanel(min_volume_ml=_MIN_LESION_ML)
+        self.lesion_panel = LesionPanel(min_volume_ml=DEFAULT_MIN_LESION_ML)
         self.lesion_panel.min_volume_changed.connect(lambda _v: self._update_lesions())
         self.lesion_panel.lesion_chosen.connect(self.go_to_lesion)
         root.addWidget(self.lesion_panel)
@@ -463,11 +464,9 @@ class AnomalyWidget(JobHost, QWidget):
         if job.mask is not None and job.mask.data is not analysis.cache.buffer:
             job.mask.data = analysis.cache.buffer
         job.threshold = default_threshold(analysis.thresholds)[0]
-        min_ml = analysis.thresholds.get("min_lesion_ml")
-        if min_ml is not None:
-            self.lesion_panel.min_spin.blockSignals(True)
-            self.lesion_panel.min_spin.setValue(float(min_ml))
-            self.lesion_panel.min_spin.blockSignals(False)
+        self.lesion_panel.min_spin.blockSignals(True)  # the model's healthy-data default
+        self.lesion_panel.min_spin.setValue(analysis.min_lesion_ml)
+        self.lesion_panel.min_spin.blockSignals(False)
         if job is self.current:
             self._show_current()
         self.status.info(f"done: {analysis.case_id} with {analysis.checkpoint.name}")

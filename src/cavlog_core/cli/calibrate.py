@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._progress import drain
+    from ..calibrate import calibrate
     from ..device import resolve_device, warn_if_cpu_fallback
-    from ..training.calibrate import calibrate
 
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
     require(args.out.suffix.lower() in (".pt", ".pth"), f"--out {args.out}: must end in .pt")

@@ -33,9 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(p85, p90, p95, p98, p99: percentiles of maps of healthy slices) or "
                         "'healthy:fprX' (fpr0.5, fpr1, fpr5: the value above which X %% of "
                         "healthy validation brain voxels fall, an expected false-positive rate)")
-    p.add_argument("--min-lesion-ml", type=float, default=0.05, metavar="ML",
+    p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                    help="lesions (3-D connected components of the mask) smaller than this are "
-                        "left out of <ID>_lesions.csv; default 0.05 mL")
+                        "left out of <ID>_lesions.csv; default: the checkpoint's, set from "
+                        "healthy scans by cavlog calibrate (95 %% of the spurious components "
+                        "on healthy tissue are smaller), else 0.05 mL")
     add_inference_options(p)
     return p
 
@@ -49,13 +51,18 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import load_checkpoint
 
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
-    require(args.min_lesion_ml >= 0, f"--min-lesion-ml {args.min_lesion_ml}: must be >= 0")
+    require(args.min_lesion_ml is None or args.min_lesion_ml >= 0,
+            f"--min-lesion-ml {args.min_lesion_ml}: must be >= 0")
     output_dir(args.out)
     cases = find_cases(args.input)
     device = resolve_device(args.device)
     warn_if_cpu_fallback(args.device, device)
     loaded = load_checkpoint(args.checkpoint, device=device)
     threshold, label = parse_threshold(args.threshold, loaded.thresholds)
+    if args.min_lesion_ml is None:
+        from ..lesions import min_lesion_ml
+
+        args.min_lesion_ml = min_lesion_ml(loaded.meta)
     # The folder is created (and locked against a second predict) only once the inputs are good.
     with folder_lock(args.out, what="another cavlog predict"):
         remove_stale_temporaries(args.out)

@@ -6,6 +6,12 @@ healthy threshold (``healthy_p85`` ... ``healthy_p99``, ``healthy_fpr0.5`` ... `
 and the healthy f_c share on the lesion-free slices of a folder, for instance a site's own
 healthy scans, and writes a new checkpoint with the same weights. Fine-tuning
 (:func:`~cavlog_core.training.fit.fit` from a checkpoint) does the same after training.
+
+It also sets the minimum lesion volume from the same scans: each volume is segmented at
+``healthy_fpr5`` (the plugin's starting threshold), and the 95th percentile of the volumes of the
+3-D components found on lesion-free slices becomes ``extra["min_lesion_ml"]``, the default of
+``cavlog predict --min-lesion-ml`` and of the plugin's lesion table: 95 % of the spurious
+detections on healthy tissue are smaller.
 """
 
 from __future__ import annotations
@@ -14,15 +20,22 @@ import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..data import find_cases, iter_slice_arrays
-from ..device import resolve_device
-from ..errors import CavlogError
-from .checkpoint import load_checkpoint, save_checkpoint
-from .events import TrainEvent
-from .fit import _as_slices, _validate
+import numpy as np
+
+from .data import find_cases, iter_slice_arrays, load_case
+from .device import resolve_device
+from .errors import CavlogError
+from .inference.predict import predict_volume
+from .lesions import MIN_LESION_KEY, find_lesions, healthy_component_volume
+from .training.checkpoint import load_checkpoint, save_checkpoint
+from .training.events import TrainEvent
+from .training.fit import _as_slices, _validate
 
 __all__ = ["CalibrationResult", "calibrate"]
+
+FPR5 = "healthy_fpr5"
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,8 @@ class CalibrationResult:
         Lesion-free brain slices they were computed on.
     healthy_fc_satisfied : float or None
         Share of those slices with f_c(a) <= 0 (methods with a constraint).
+    min_lesion_ml : float or None
+        The healthy-data minimum lesion volume (None without an FPR 5 % threshold).
     """
 
     checkpoint_path: Path
@@ -48,6 +63,7 @@ class CalibrationResult:
     previous: dict[str, float]
     slices: int
     healthy_fc_satisfied: float | None
+    min_lesion_ml: float | None = None
 
 
 def calibrate(
@@ -79,7 +95,8 @@ def calibrate(
     Yields
     ------
     TrainEvent
-        ``prepare`` per scan, then ``validate`` per batch.
+        ``prepare`` per scan, ``validate`` per batch, then ``prepare`` per scan again
+        (``lesion_cases_done``) while the minimum lesion volume is measured.
 
     Returns
     -------
@@ -112,12 +129,48 @@ def calibrate(
                                              int(loaded.meta.get("total_iterations") or 0))
     if not thresholds:
         raise CavlogError(f"{data}: no lesion-free brain slice to calibrate on")
+    min_ml = None
+    if FPR5 in thresholds:
+        min_ml = yield from _min_lesion_volume(loaded, cases, thresholds[FPR5], dev, batch_size)
     extra = dict(loaded.meta.get("extra") or {})
     extra["calibrated_on"] = {"data": str(data), "slices": slices, "n_slices": len(healthy)}
+    if min_ml is not None:
+        extra[MIN_LESION_KEY] = min_ml
     path = save_checkpoint(
         out, method=loaded.method, modules=modules.cpu(),
         iteration=int(loaded.meta.get("iteration") or 0),
         total_iterations=int(loaded.meta.get("total_iterations") or 0),
         thresholds=thresholds, healthy_fc_satisfied=share, extra=extra)
-    return CalibrationResult(path, dict(thresholds), dict(loaded.thresholds), len(healthy), share)
+    return CalibrationResult(path, dict(thresholds), dict(loaded.thresholds), len(healthy), share,
+                             min_ml)
+
+
+def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,
+                       batch_size: int) -> Generator[TrainEvent, None, float]:
+    """:func:`healthy_component_volume` of the 3-D components at ``threshold`` on the
+    lesion-free slices of every case (whole volumes, as ``cavlog predict`` segments them)."""
+    volumes: list[float] = []
+    for k, files in enumerate(cases):
+        case = load_case(files)
+        result = yield from _quiet(predict_volume(loaded, case, batch_size=batch_size,
+                                                  device=device))
+        brain = np.asarray(case.brain_mask, dtype=bool)
+        clean = np.ones(brain.shape[2], dtype=bool) if case.seg is None \
+            else ~(np.asarray(case.seg) > 0).any(axis=(0, 1))
+        mask = brain & (np.asarray(result.anomaly) >= threshold) & clean[None, None, :]
+        table = find_lesions(mask, affine=case.affine)
+        volumes.extend(les.volume_ml for les in table.lesions)
+        yield TrainEvent(0, 0, 0, "prepare", {"lesion_cases_done": k + 1,
+                                              "lesion_cases_total": len(cases)})
+    return healthy_component_volume(volumes)
+
+
+def _quiet(gen: Generator) -> Generator[TrainEvent, None, Any]:
+    """Run a generator to its return value without re-yielding its events."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+    yield  # pragma: no cover  (makes this a generator)
 
