@@ -115,8 +115,10 @@ def test_manifest_validates_and_contributions_resolve():
     manifest = PluginManifest.from_distribution("napari-cavlog")
     manifest.validate_imports()
     contrib = manifest.contributions
-    assert {w.display_name for w in contrib.widgets} == {
-        "Anomaly segmentation", "Fine-tune on healthy scans"}
+    # The first widget is what `napari -w napari-cavlog` docks: both tools as tabs.
+    assert [w.display_name for w in contrib.widgets] == [
+        "Anomaly segmentation and fine-tuning", "Anomaly segmentation",
+        "Fine-tune on healthy scans"]
     assert [s.key for s in contrib.sample_data] == ["synthetic_case"]
     assert {tuple(w.layer_types) for w in contrib.writers} == {("image",), ("labels",)}
 
