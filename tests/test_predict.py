@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 import cavlog_core.cli as cli
+from cavlog_core._progress import drain
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays, load_case
+from cavlog_core.errors import CavlogError
 from cavlog_core.inference.predict import inference_modules, predict, predict_volume
 from cavlog_core.methods import get_method
 from cavlog_core.methods.base import Method
@@ -180,3 +182,37 @@ def test_cli_predict_bad_threshold_is_one_line(tmp_path, make_case, tiny_checkpo
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "healthy_p90" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_precision_auto_follows_the_cpu_and_rejects_bad_values(monkeypatch):
+    from cavlog_core import device as devmod
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devmod, "cpu_bf16_units", lambda: ("avx512_bf16",))
+    assert devmod.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(devmod, "cpu_bf16_units", lambda: ())
+    assert devmod.resolve_precision("auto", cpu) == "fp32"  # no bf16 units: fp32
+    assert devmod.resolve_precision("bf16", cpu) == "bf16"  # explicit: honoured anyway
+    assert devmod.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    with pytest.raises(CavlogError, match="precision='fp16'"):
+        devmod.resolve_precision("fp16", cpu)
+
+
+def test_bf16_map_matches_fp32_on_the_demo_model():
+    """bf16 (autocast, Grad-CAM backward included) against fp32: correlation >= 0.99 and the
+    same mask at 0.5 on >= 99 % of brain voxels (issue 10's acceptance test)."""
+    from cavlog_core.data.synth import generate_subject
+    from cavlog_core.training.checkpoint import load_checkpoint
+    from napari_cavlog import demo_checkpoint_path
+
+    if not demo_checkpoint_path().is_file():
+        pytest.skip("demo weights absent in this checkout")
+    loaded = load_checkpoint(demo_checkpoint_path())
+    subject = generate_subject(5, (96, 96, 40))
+    case = case_from_arrays(subject.flair, seg=subject.seg, case_id="S5")
+    maps = {p: drain(predict_volume(loaded, case, device="cpu", precision=p)).anomaly
+            for p in ("fp32", "bf16")}
+    brain = case.brain_mask
+    a, b = maps["fp32"][brain], maps["bf16"][brain]
+    assert np.corrcoef(a, b)[0, 1] >= 0.99
+    assert np.mean((a >= 0.5) == (b >= 0.5)) >= 0.99

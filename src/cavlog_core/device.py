@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -55,6 +56,43 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             )
         return torch.device("mps")
     raise CavlogError(f"--device {spec!r}: expected one of auto, cpu, cuda, cuda:N, mps")
+
+
+#: ``precision=`` choices of inference (``predict_volume``, ``evaluate``, the CLI and the GUI).
+PRECISIONS = ("auto", "fp32", "bf16")
+#: CPU flags (``/proc/cpuinfo``) of units that run bf16 convolutions natively (oneDNN kernels).
+_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_bf16_units() -> tuple[str, ...]:
+    """The bf16 units this CPU reports (``("amx_bf16", "avx512_bf16")``, ...; empty: none or
+    not known, e.g. outside Linux). Read once per process."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return tuple(flag for flag in _BF16_FLAGS if flag in flags)
+    except OSError:
+        pass
+    return ()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"``: what inference on ``device`` computes in.
+
+    ``auto`` is bf16 on CUDA, and on a CPU with bf16 units (AMX or AVX-512-BF16, where oneDNN's
+    bf16 convolutions are faster than fp32); fp32 elsewhere (MPS, other CPUs). An explicit
+    ``bf16`` is honoured everywhere (slow without such units, but it works).
+    """
+    if precision not in PRECISIONS:
+        raise CavlogError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and cpu_bf16_units()):
+        return "bf16"
+    return "fp32"
 
 
 _cpu_notice_given = False

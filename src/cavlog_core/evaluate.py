@@ -257,6 +257,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 32,
     exact_limit: int = EVAL_EXACT_LIMIT,
+    precision: str = "auto",
 ) -> Generator[EvaluateEvent, None, EvaluationReport]:
     """Evaluate a checkpoint on the labelled scans of a split; a generator of progress events.
 
@@ -277,6 +278,8 @@ def evaluate(
         ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"`` | ``"mps"``.
     batch_size : int
         Slices per network pass.
+    precision : {"auto", "fp32", "bf16"}
+        Compute precision of the maps (:func:`~cavlog_core.device.resolve_precision`).
     exact_limit : int
         Pooled pixels up to which metrics are exact (all scores kept in memory, 5 bytes each);
         beyond, the binned path of :mod:`cavlog_core.metrics` with its reported error bound.
@@ -340,7 +343,7 @@ def evaluate(
         scan = np.zeros((3, thr.size), dtype=np.int64)
         n_before = n_kept
         for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev,
-                                           modules=twin):
+                                           modules=twin, precision=precision):
             scores = maps.cpu().numpy()
             stop = start + scores.shape[0]
             lesion = batch.lesion[start:stop]

@@ -107,6 +107,7 @@ def analysis_job(
     checkpoint: str | Path,
     device: str,
     batch_size: int,
+    precision: str = "auto",
     mask_out: np.ndarray | None = None,
     errors_out: np.ndarray | None = None,
 ) -> Generator[Any, None, Analysis]:
@@ -126,6 +127,8 @@ def analysis_job(
         ``"auto"``, ``"cpu"``, ``"cuda:N"`` or ``"mps"``.
     batch_size : int
         Slices per forward pass.
+    precision : {"auto", "fp32", "bf16"}
+        Compute precision (``cavlog_core.device.resolve_precision``).
     mask_out, errors_out : (Z, Y, X) uint8 ndarray, optional
         Arrays the threshold cache writes masks and error labels into (the labels layers' data).
 
@@ -145,7 +148,8 @@ def analysis_job(
     case = case_from_layer(flair, metadata, scale, name=name)
     dev = str(resolve_device(device))
     loaded = load_checkpoint_cached(checkpoint, dev)
-    result = yield from predict_volume(loaded, case, batch_size=batch_size, device=dev)
+    result = yield from predict_volume(loaded, case, batch_size=batch_size, device=dev,
+                                       precision=precision)
     anomaly = to_display(np.asarray(result.anomaly, dtype=np.float32))
     shown = ((metadata or {}).get("cavlog") or {}).get("brain_mask")  # the reader's, display order
     brain = shown if shown is not None and shown.shape == anomaly.shape \

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 
 __all__ = [
     "JobControls", "JobHost", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
-    "job_controls", "refill_combo", "scrolling_layout", "wait_until",
+    "job_controls", "precision_combo", "refill_combo", "scrolling_layout", "wait_until",
 ]
 
 NONE_ITEM = "(none)"
@@ -95,6 +95,20 @@ def device_combo() -> QComboBox:
     combo = QComboBox()
     combo.addItems(["auto", *available_devices()])
     combo.setToolTip("auto picks CUDA, then MPS, then the CPU")
+    return combo
+
+
+def precision_combo() -> QComboBox:
+    """``auto`` / ``fp32`` / ``bf16``, the tooltip saying what ``auto`` means on this machine."""
+    from cavlog_core.device import PRECISIONS, cpu_bf16_units
+
+    combo = QComboBox()
+    combo.addItems(list(PRECISIONS))
+    units = cpu_bf16_units()
+    here = (f"this CPU has {', '.join(units)}: bf16" if units
+            else "this CPU has no bf16 units: fp32")
+    combo.setToolTip(f"auto: bf16 on CUDA and on CPUs with AMX / AVX-512-BF16 ({here}); the map "
+                     "correlates >= 0.99 with fp32")
     return combo
 
 

@@ -51,6 +51,7 @@ from ._qt_common import (
     device_combo,
     fit_scroll_width,
     job_controls,
+    precision_combo,
     refill_combo,
     scrolling_layout,
 )
@@ -160,6 +161,8 @@ class AnomalyWidget(JobHost, QWidget):
         self.batch_spin.setRange(1, 1024)
         self.batch_spin.setValue(_predict_default("batch_size", 32))
         form.addRow("Batch size", self.batch_spin)
+        self.precision_combo = precision_combo()
+        form.addRow("Precision", self.precision_combo)
         root.addWidget(model)
 
         self.run_button, self.cancel_button, self.progress, self.status = job_controls(
@@ -424,6 +427,7 @@ class AnomalyWidget(JobHost, QWidget):
             checkpoint=checkpoint,
             device=self.device_combo.currentText(),
             batch_size=self.batch_spin.value(),
+            precision=self.precision_combo.currentText(),
             mask_out=job.mask.data,
             errors_out=None if job.errors is None else job.errors.data,
         )
@@ -505,7 +509,7 @@ class AnomalyWidget(JobHost, QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         for w in (self.flair_combo, self.gt_combo, self.model_combo, self.open_button,
-                  self.device_combo, self.batch_spin):
+                  self.device_combo, self.batch_spin, self.precision_combo):
             w.setEnabled(not running)
         if running:
             self.progress.setValue(0)

@@ -337,9 +337,11 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
     split_config = dataclasses.replace(loaded.config, train=dataclasses.replace(
         loaded.config.train, seed=data.split_seed))
     loaded = dataclasses.replace(loaded, config=split_config)
+    # fp32 on the CPU: benchmark figures must not depend on whether the CPU has bf16 units.
+    precision = "fp32" if str(config.train.device).startswith("cpu") else "auto"
     gen_eval = evaluate(loaded, data.root, split="test", slices=eval_slices,
                         all_pixels=all_pixels, device=config.train.device,
-                        batch_size=batch_size or config.train.batch_size)
+                        batch_size=batch_size or config.train.batch_size, precision=precision)
     try:
         while True:
             e = next(gen_eval)

@@ -110,7 +110,12 @@ def add_device_option(p, default: str = TRN.device) -> None:
 
 
 def add_inference_options(p) -> None:
-    """``--device`` and ``--batch-size`` (slices per network pass) of predict and evaluate."""
+    """``--device``, ``--batch-size`` (slices per network pass) and ``--precision``."""
+    from ..device import PRECISIONS
+
     add_device_option(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="compute precision of the maps; auto (default): bf16 on CUDA and on CPUs "
+                        "with AMX / AVX-512-BF16 units, fp32 elsewhere")
     p.add_argument("--batch-size", type=int, default=TRN.batch_size,
                    help=f"slices per network pass; default {TRN.batch_size}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_inference_options, existing_path, output_file, require
+from ._common import TRN, add_device_option, existing_path, output_file, require
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,7 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--slices", default="brain",
                    help="'brain' (every brain slice, default) or 'central:N'")
     p.add_argument("--cache-dir", type=Path, default=None, help="slice cache folder")
-    add_inference_options(p)
+    add_device_option(p)
+    p.add_argument("--batch-size", type=int, default=TRN.batch_size,
+                   help=f"slices per network pass; default {TRN.batch_size}")
     return p
 
 

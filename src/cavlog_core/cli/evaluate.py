@@ -60,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     warn_if_cpu_fallback(args.device, device)
     gen = evaluate(args.checkpoint, args.data, split=args.split, slices=args.slices,
-                   all_pixels=args.all_pixels, device=str(device), batch_size=args.batch_size)
+                   all_pixels=args.all_pixels, device=str(device), batch_size=args.batch_size,
+                   precision=args.precision)
     bar = None
 
     def show(ev) -> None:

@@ -85,7 +85,8 @@ def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: fl
 
     case = load_case(files)
     t0 = time.perf_counter()
-    gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device)
+    gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device,
+                         precision=args.precision)
     with tqdm(desc=case.case_id, unit="slice", file=sys.stderr, dynamic_ncols=True,
               leave=False) as bar:
 

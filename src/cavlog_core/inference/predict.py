@@ -32,7 +32,7 @@ from .._progress import drain
 from ..config import PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
-from ..device import resolve_device
+from ..device import resolve_device, resolve_precision
 from ..errors import CavlogError
 from ..models.resnet_vae import BasicBlock
 from ..training.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -121,9 +121,11 @@ def resolve_model(
     return model, resolve_device(device)
 
 
-def _autocast(dev: torch.device) -> contextlib.AbstractContextManager:
-    if dev.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+def _autocast(dev: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA or the CPU when :func:`~cavlog_core.device.resolve_precision` says
+    so; the Grad-CAM's backward then runs in bf16 too, the maps are normalised in fp32."""
+    if resolve_precision(precision, dev) == "bf16" and dev.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -202,6 +204,7 @@ def iter_slice_maps(
     batch_size: int = 32,
     device: torch.device | None = None,
     modules: nn.ModuleDict | None = None,
+    precision: str = "auto",
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Normalised anomaly maps of prepared slices, batch by batch.
 
@@ -218,6 +221,9 @@ def iter_slice_maps(
         Where to run (default: the device of the checkpoint's first parameter).
     modules : nn.ModuleDict, optional
         Prepared :func:`inference_modules` to reuse across calls (built here when None).
+    precision : {"auto", "fp32", "bf16"}
+        Compute precision (:func:`~cavlog_core.device.resolve_precision`: ``auto`` is bf16 on
+        CUDA and on CPUs with AMX / AVX-512-BF16).
 
     Yields
     ------
@@ -241,7 +247,7 @@ def iter_slice_maps(
         stop = min(start + batch_size, n)
         images = _to_device(slices.images[start:stop], dev, channels_last=True)
         brain = _to_device(slices.brain[start:stop], dev, channels_last=False)
-        with _autocast(dev):
+        with _autocast(dev, precision):
             raw = loaded.method.anomaly_maps(twin, images, brain)
         maps = normalize_maps(raw.float(), brain, erosion=erosion)
         yield start, maps
@@ -265,6 +271,7 @@ def predict_volume(
     device: str | torch.device = "auto",
     slices: str | np.ndarray | None = "brain",
     preprocess: PreprocessConfig | None = None,
+    precision: str = "auto",
 ) -> Generator[PredictEvent, None, PredictResult]:
     """Anomaly map of a volume; a generator of per-slice :class:`PredictEvent`.
 
@@ -283,6 +290,9 @@ def predict_volume(
         explicit indices.
     preprocess : PreprocessConfig, optional
         Overrides the checkpoint's preprocessing (the resolution must stay the model's).
+    precision : {"auto", "fp32", "bf16"}
+        ``auto``: bf16 on CUDA and on CPUs with AMX / AVX-512-BF16 units, else fp32
+        (:func:`~cavlog_core.device.resolve_precision`; the map correlates >= 0.99 with fp32).
 
     Yields
     ------
@@ -314,7 +324,9 @@ def predict_volume(
     anomaly = np.zeros(case.shape, dtype=np.float32)
     total = len(batch)
     done = 0
-    for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev):
+    resolve_precision(precision, dev)  # a bad value fails before any work
+    for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev,
+                                       precision=precision):
         vol = batch.geometry.to_volume(maps[:, 0].float(), order=1).clamp_(0.0, 1.0)
         vol = vol.cpu().numpy()
         zs = batch.z[start:start + vol.shape[0]]

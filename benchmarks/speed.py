@@ -1,0 +1,166 @@
+"""Speed figures of inference and training, each next to its baseline measured in the same run.
+
+Usage::
+
+    .venv/bin/python benchmarks/speed.py [--json OUT.json] [--threads N] [--quick]
+
+CPU (any machine): one synthetic 240x240x155 volume from an in-memory ``Case`` to the anomaly
+volume (``predict_volume``) at 224², width 1 (random weights: speed does not depend on them) and
+with the demo weights (128², width 0.25), fp32 against bf16; which oneDNN convolution kernel the
+bf16 path ran (from oneDNN's verbose log); and fine-tuning throughput of the demo model
+(iterations per second, and the projected time of the GUI's 300-iteration fine-tune). CUDA
+figures are added when a GPU is present (``--device cuda``): the same volume, eager fp32 against
+bf16. Every figure is printed as ``new / baseline`` with both absolute values, and written to
+``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cavlog_core._progress import drain
+from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
+from cavlog_core.data.io import case_from_arrays
+from cavlog_core.data.synth import generate_subject
+from cavlog_core.device import cpu_bf16_units
+from cavlog_core.inference.predict import predict_volume
+from cavlog_core.methods import get_method
+from cavlog_core.training.checkpoint import LoadedCheckpoint, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "src" / "napari_cavlog" / "weights" / "demo.pt"
+
+
+def random_model(resolution: int, width: float) -> LoadedCheckpoint:
+    torch.manual_seed(0)
+    config = RunConfig(preprocess=PreprocessConfig(resolution=resolution),
+                       model=ModelConfig(resolution=resolution, width=width))
+    method = get_method("constrained")(config)
+    return LoadedCheckpoint(method, method.build().eval(), config, {}, {})
+
+
+def volume_seconds(loaded: LoadedCheckpoint, case: Any, *, precision: str, device: str,
+                   repeats: int) -> float:
+    """Best wall time of ``predict_volume`` over ``repeats`` runs (after one warm-up)."""
+    drain(predict_volume(loaded, case, device=device, precision=precision))
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        drain(predict_volume(loaded, case, device=device, precision=precision))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def onednn_kernel() -> str:
+    """The implementation oneDNN reports for a bf16 convolution here (``jit_bf16:...``)."""
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+    x = torch.randn(8, 16, 32, 32)
+    fd, path = tempfile.mkstemp()
+    saved = os.dup(1)
+    try:
+        os.dup2(fd, 1)
+        with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON), \
+                torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(x)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(fd)
+    text = Path(path).read_text(errors="replace")
+    os.unlink(path)
+    for line in text.splitlines():
+        if ",convolution," in line and "exec" in line:
+            fields = line.split(",")
+            impl = next((f for f in fields if re.match(r"^(brg|jit|gemm|ref)", f)), "?")
+            return impl
+    return "no oneDNN convolution reported"
+
+
+def finetune_rate(iterations: int, device: str) -> float:
+    """Iterations per second of fine-tuning the demo model on one synthetic healthy scan."""
+    from cavlog_core.training.fit import finetune_config, fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from cavlog_core.data.synth import write_subject
+
+        write_subject(generate_subject(3, (240, 240, 155), healthy=True), Path(tmp) / "H",
+                      "H")
+        base = load_checkpoint(DEMO).config
+        config = finetune_config(base, iterations=iterations, device=device,
+                                 checkpoint_every=iterations)
+        times: list[float] = []
+        for event in fit(config, Path(tmp) / "H", out_dir=Path(tmp) / "run",
+                         init_checkpoint=DEMO):
+            if event.phase == "constrained":
+                times.append(time.perf_counter())
+        return (len(times) - 1) / (times[-1] - times[0])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="fewer fine-tune iterations")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    subject = generate_subject(1, (240, 240, 155))
+    case = case_from_arrays(subject.flair, seg=subject.seg, case_id="SYN_0001")
+    out: dict[str, Any] = {
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "bf16_units": list(cpu_bf16_units()),
+                    "torch": torch.__version__},
+        "figures": {},
+    }
+
+    def report(name: str, new: float, base: float, unit: str, what: str) -> None:
+        out["figures"][name] = {"new": new, "baseline": base, "ratio": base / new,
+                                "unit": unit, "what": what}
+        print(f"{name:34s} {new:8.3f} {unit} vs {base:8.3f} {unit} -> {base / new:5.2f}x ({what})")
+
+    models = {"224² width 1 (random)": random_model(224, 1.0)}
+    if DEMO.is_file():
+        models["128² width 0.25 (demo)"] = load_checkpoint(DEMO)
+    for label, loaded in models.items():
+        fp32 = volume_seconds(loaded, case, precision="fp32", device="cpu", repeats=args.repeats)
+        bf16 = volume_seconds(loaded, case, precision="bf16", device="cpu", repeats=args.repeats)
+        report(f"cpu volume {label}", bf16, fp32, "s", "bf16 vs fp32, one 240x240x155 volume")
+    out["machine"]["onednn_bf16_conv"] = onednn_kernel()
+    print(f"oneDNN bf16 convolution kernel: {out['machine']['onednn_bf16_conv']}")
+    if DEMO.is_file():
+        n = 12 if args.quick else 40
+        rate = finetune_rate(n, "cpu")
+        out["figures"]["cpu finetune demo"] = {"iterations_per_s": rate,
+                                               "projected_300_s": 300 / rate}
+        print(f"cpu fine-tune of the demo model: {rate:.2f} it/s -> 300 iterations in "
+              f"{300 / rate:.0f} s (measured over {n} iterations)")
+    if torch.cuda.is_available():
+        for label, loaded in models.items():
+            fp32 = volume_seconds(loaded, case, precision="fp32", device="cuda",
+                                  repeats=args.repeats)
+            bf16 = volume_seconds(loaded, case, precision="bf16", device="cuda",
+                                  repeats=args.repeats)
+            report(f"cuda volume {label}", bf16, fp32, "s", "bf16 vs fp32 on the GPU")
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
