@@ -90,7 +90,7 @@ def onednn_kernel() -> str:
     return "no oneDNN convolution reported"
 
 
-def finetune_rate(iterations: int, device: str) -> float:
+def finetune_rate(iterations: int, device: str, *, cpu_bf16: bool) -> float:
     """Iterations per second of fine-tuning the demo model on one synthetic healthy scan."""
     from cavlog_core.training.fit import finetune_config, fit
 
@@ -101,7 +101,7 @@ def finetune_rate(iterations: int, device: str) -> float:
                       "H")
         base = load_checkpoint(DEMO).config
         config = finetune_config(base, iterations=iterations, device=device,
-                                 checkpoint_every=iterations)
+                                 checkpoint_every=iterations, cpu_bf16=cpu_bf16)
         times: list[float] = []
         for event in fit(config, Path(tmp) / "H", out_dir=Path(tmp) / "run",
                          init_checkpoint=DEMO):
@@ -144,11 +144,10 @@ def main() -> int:
     print(f"oneDNN bf16 convolution kernel: {out['machine']['onednn_bf16_conv']}")
     if DEMO.is_file():
         n = 12 if args.quick else 40
-        rate = finetune_rate(n, "cpu")
-        out["figures"]["cpu finetune demo"] = {"iterations_per_s": rate,
-                                               "projected_300_s": 300 / rate}
-        print(f"cpu fine-tune of the demo model: {rate:.2f} it/s -> 300 iterations in "
-              f"{300 / rate:.0f} s (measured over {n} iterations)")
+        fp32 = finetune_rate(n, "cpu", cpu_bf16=False)
+        bf16 = finetune_rate(n, "cpu", cpu_bf16=True)
+        report("cpu fine-tune demo, 300 it", 300 / bf16, 300 / fp32, "s",
+               f"bf16 vs fp32, projected from {n} iterations (the GUI's fine-tune)")
     if torch.cuda.is_available():
         for label, loaded in models.items():
             fp32 = volume_seconds(loaded, case, precision="fp32", device="cuda",

@@ -257,3 +257,16 @@ def test_both_napari_manifests_are_the_same():
     root = Path(__file__).resolve().parents[1]
     assert (root / "napari.yaml").read_text() == \
         (root / "src" / "napari_cavlog" / "napari.yaml").read_text()
+
+
+def test_finetune_config_turns_on_cpu_bf16_with_precision_auto(monkeypatch):
+    from cavlog_core import device as devmod
+    from napari_cavlog._jobs import training_config
+
+    kw = dict(iterations=10, lr=1e-4, lam=10.0, p=0.2, t=20.0, batch_size=4, device="cpu",
+              resolution=64, width=0.125)
+    monkeypatch.setattr(devmod, "cpu_bf16_units", lambda: ("amx_bf16",))
+    assert training_config(None, precision="auto", **kw).train.cpu_bf16
+    assert not training_config(None, precision="fp32", **kw).train.cpu_bf16
+    monkeypatch.setattr(devmod, "cpu_bf16_units", lambda: ())
+    assert not training_config(None, precision="auto", **kw).train.cpu_bf16

@@ -240,3 +240,16 @@ def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
                           brain[keep], erosion=new.config.preprocess.mask_erosion)
     share = float((maps[brain[keep]] >= result.thresholds["healthy_fpr1"]).float().mean())
     assert share == pytest.approx(0.01, abs=0.002)
+
+
+def test_cpu_bf16_autocast_only_when_asked_and_supported(monkeypatch):
+    import importlib
+
+    fitmod = importlib.import_module("cavlog_core.training.fit")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(fitmod, "cpu_bf16_units", lambda: ("avx512_bf16",))
+    on = fitmod._autocast(cpu, TrainConfig(cpu_bf16=True))
+    assert isinstance(on, torch.autocast) and on.fast_dtype == torch.bfloat16
+    assert not isinstance(fitmod._autocast(cpu, TrainConfig()), torch.autocast)  # default: fp32
+    monkeypatch.setattr(fitmod, "cpu_bf16_units", lambda: ())
+    assert not isinstance(fitmod._autocast(cpu, TrainConfig(cpu_bf16=True)), torch.autocast)

@@ -151,6 +151,9 @@ class TrainConfig:
     ``iterations`` counts batches; when ``epochs`` is set it wins and iterations are derived from
     the dataset size. ``warmup_iterations`` batches use the VAE loss only. ``t_growth`` > 1
     multiplies t by that factor every ``t_every`` iterations after warm-up (optional schedule).
+    ``amp``: bf16 autocast on CUDA. ``cpu_bf16``: bf16 autocast on a CPU with AMX /
+    AVX-512-BF16 units (about 1.5x faster fine-tuning; off by default so that CPU results do not
+    depend on the CPU model; the napari fine-tune widget turns it on with precision ``auto``).
     """
 
     method: str = "constrained"
@@ -171,6 +174,7 @@ class TrainConfig:
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.81, 0.095, 0.095)  # 335 -> 271/32/32
     amp: bool = True
+    cpu_bf16: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
 

@@ -187,6 +187,7 @@ def training_config(
     device: str,
     resolution: int,
     width: float,
+    precision: str = "fp32",
 ) -> Any:
     """The ``RunConfig`` of a fine-tuning run (``cavlog_core.training.fit.finetune_config``).
 
@@ -194,9 +195,13 @@ def training_config(
     ``width`` are ignored: the weights fix them) and there is no warm-up. From scratch
     (``base=None``), ``cavlog_core.config`` defaults at ``resolution`` and ``width``, with the
     warm-up capped at a fifth of the iterations. Either way every brain slice of the folder
-    that has no lesion trains (``slices="brain"``, split ``(1, 0, 0)``).
+    that has no lesion trains (``slices="brain"``, split ``(1, 0, 0)``). ``precision``
+    ``auto`` / ``bf16`` turns on bf16 autocast on CPUs with bf16 units (``cpu_bf16``).
     """
+    import torch
+
     from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
+    from cavlog_core.device import resolve_precision
     from cavlog_core.training.fit import finetune_config
 
     overrides: dict[str, Any] = {}
@@ -204,6 +209,7 @@ def training_config(
         base = RunConfig(preprocess=PreprocessConfig(resolution=resolution),
                          model=ModelConfig(resolution=resolution, width=width))
         overrides["warmup_iterations"] = min(base.train.warmup_iterations, iterations // 5)
+    overrides["cpu_bf16"] = resolve_precision(precision, torch.device("cpu")) == "bf16"
     return finetune_config(
         base, iterations=iterations, lr=lr, lam=lam, p=p, t=t, batch_size=batch_size,
         device=device, checkpoint_every=max(1, min(base.train.checkpoint_every, iterations)),
@@ -264,6 +270,7 @@ def finetune_job(
     device: str,
     resolution: int,
     width: float,
+    precision: str = "fp32",
 ) -> Generator[Any, None, Any]:
     """Fine-tune (or train from scratch) on a folder with ``cavlog_core.training.fit``.
 
@@ -288,6 +295,6 @@ def finetune_job(
     base = None if start is None else config_from_payload(start, read_checkpoint(start))
     config = training_config(base, iterations=iterations, lr=lr, lam=lam, p=p, t=t,
                              batch_size=batch_size, device=device, resolution=resolution,
-                             width=width)
+                             width=width, precision=precision)
     return (yield from fit(config, Path(data_dir).expanduser(), out_dir=Path(out_dir).expanduser(),
                            init_checkpoint=None if start is None else Path(start)))

@@ -34,6 +34,7 @@ from ._qt_common import (
     device_combo,
     fit_scroll_width,
     job_controls,
+    precision_combo,
     refill_combo,
     scrolling_layout,
 )
@@ -132,6 +133,10 @@ class FineTuneWidget(JobHost, QWidget):
         form.addRow("Width", self.width_spin)
         self.device_combo = device_combo()
         form.addRow("Device", self.device_combo)
+        self.precision_combo = precision_combo()
+        self.precision_combo.setToolTip(self.precision_combo.toolTip().replace(
+            "the map correlates >= 0.99 with fp32", "about 1.5x faster on such CPUs"))
+        form.addRow("Precision", self.precision_combo)
         root.addWidget(params)
 
         self.start_button, self.cancel_button, self.progress, self.status = job_controls(
@@ -219,6 +224,7 @@ class FineTuneWidget(JobHost, QWidget):
             lam=self.lam_spin.value(), p=self.p_spin.value(), t=self.t_spin.value(),
             batch_size=self.batch_spin.value(), device=self.device_combo.currentText(),
             resolution=int(self.resolution_combo.currentText()), width=self.width_spin.value(),
+            precision=self.precision_combo.currentText(),
         )
         self.plot.reset()
         self.progress.setRange(0, self.iterations_spin.value())

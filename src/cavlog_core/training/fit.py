@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from .._atomic import atomic_write_text, remove_stale_temporaries
 from .._lock import folder_lock
 from .._progress import drain
-from ..config import RunConfig
-from ..device import resolve_device, warn_if_cpu_fallback
+from ..config import RunConfig, TrainConfig
+from ..device import cpu_bf16_units, resolve_device, warn_if_cpu_fallback
 from ..errors import CavlogError
 from ..inference.maps import normalize_maps
 from ..inference.thresholds import healthy_fpr_thresholds, healthy_thresholds
@@ -174,10 +174,13 @@ def _to_device(slices: _Slices, index: Tensor, device: torch.device) -> Batch:
     return Batch(images=images, brain=brain)
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``TrainConfig.amp``; full fp32 elsewhere."""
-    if enabled and device.type == "cuda":
+def _autocast(device: torch.device, train: TrainConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``TrainConfig.amp``, on a CPU with bf16 units when
+    ``TrainConfig.cpu_bf16``; full fp32 elsewhere."""
+    if train.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if train.cpu_bf16 and device.type == "cpu" and cpu_bf16_units():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -220,7 +223,7 @@ def _validate(
     for start in range(0, n, bs):
         index = torch.arange(start, min(n, start + bs))
         batch = _to_device(slices, index, device)
-        with _autocast(device, config.train.amp):
+        with _autocast(device, config.train):
             if joint is not None:
                 raw, fc = joint(modules, batch.images, batch.brain)
             else:
@@ -440,7 +443,7 @@ def _fit(
             tic = time.perf_counter()
             batch = _to_device(train, index, device)
             train_modules.train()
-            with _autocast(device, train_cfg.amp):
+            with _autocast(device, train_cfg):
                 logs = method.training_step(train_modules, optimizers, batch, it)
             logs = all_reduce_mean({k: float(v) for k, v in logs.items()}, info, device)
             speed = len(epoch_batches[1][step]) / max(time.perf_counter() - tic, 1e-9)
