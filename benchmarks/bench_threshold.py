@@ -84,11 +84,11 @@ def bench_widget(changes: int) -> None:
     import napari
     import torch
 
+    from cavlog_core.checkpoint import save_checkpoint
     from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
     from cavlog_core.data.io import case_from_arrays
     from cavlog_core.data.synth import synth_affine
     from cavlog_core.methods import get_method
-    from cavlog_core.training.checkpoint import save_checkpoint
     from napari_cavlog import AnomalyWidget
     from napari_cavlog._layers import case_layer_data
 

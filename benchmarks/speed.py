@@ -29,13 +29,13 @@ from typing import Any
 import torch
 
 from cavlog_core._progress import drain
+from cavlog_core.checkpoint import LoadedCheckpoint, load_checkpoint
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays
 from cavlog_core.data.synth import generate_subject
 from cavlog_core.device import cpu_bf16_units
 from cavlog_core.inference.predict import predict_volume
 from cavlog_core.methods import get_method
-from cavlog_core.training.checkpoint import LoadedCheckpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "src" / "napari_cavlog" / "weights" / "demo.pt"

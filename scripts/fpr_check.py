@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from cavlog_core._progress import drain
+    from cavlog_core.checkpoint import load_checkpoint
     from cavlog_core.data import find_cases, load_case, split_cases
     from cavlog_core.errors import one_line_warnings
     from cavlog_core.inference.predict import predict_volume
-    from cavlog_core.training.checkpoint import load_checkpoint
 
     one_line_warnings("fpr_check")
     loaded = load_checkpoint(args.checkpoint)

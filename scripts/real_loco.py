@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from cavlog_core._progress import drain
+from cavlog_core.checkpoint import config_from_payload, read_checkpoint
 from cavlog_core.data import find_cases
 from cavlog_core.evaluate import evaluate
-from cavlog_core.training.checkpoint import config_from_payload, read_checkpoint
 from cavlog_core.training.fit import finetune_config, fit
 
 ROOT = Path(__file__).resolve().parents[1]

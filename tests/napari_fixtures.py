@@ -16,9 +16,9 @@ def make_tiny_checkpoint(path: Path, *, resolution: int = 64, width: float = 0.1
     """A randomly initialised constrained ResNet-VAE checkpoint (fast on the CPU)."""
     import torch
 
+    from cavlog_core.checkpoint import save_checkpoint
     from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
     from cavlog_core.methods import get_method
-    from cavlog_core.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     config = RunConfig(preprocess=PreprocessConfig(resolution=resolution),

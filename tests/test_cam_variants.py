@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cavlog_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from cavlog_core.cli import train as cli_train
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from cavlog_core.errors import CavlogError
@@ -21,7 +22,6 @@ from cavlog_core.models.gradcam import (
     grad_cam,
     upsample_cam,
 )
-from cavlog_core.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 R = 64
 

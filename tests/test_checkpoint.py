@@ -142,8 +142,8 @@ def test_closing_fit_early_leaves_a_resumable_checkpoint(tmp_path):
 
     from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
     from cavlog_core._progress import drain
+    from cavlog_core.checkpoint import read_checkpoint
     from cavlog_core.data.dataset import SliceArrays
-    from cavlog_core.training.checkpoint import read_checkpoint
     from cavlog_core.training.fit import fit
 
     torch.manual_seed(0)

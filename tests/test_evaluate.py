@@ -10,16 +10,16 @@ import pytest
 import torch
 
 import cavlog_core.cli as cli
+from cavlog_core.checkpoint import LoadedCheckpoint, save_checkpoint
 from cavlog_core.config import RunConfig, TrainConfig
 from cavlog_core.data.io import find_cases, load_case
 from cavlog_core.data.preprocess import prepare_slices, select_slices
 from cavlog_core.data.splits import split_cases
 from cavlog_core.errors import CavlogError, InputFileError
 from cavlog_core.evaluate import ORACLE_NOTE, evaluate, run_evaluate
-from cavlog_core.inference.maps import normalize_maps
+from cavlog_core.maps.normalize import normalize_maps
 from cavlog_core.methods import get_method
 from cavlog_core.metrics import binary_scores, pixel_metrics
-from cavlog_core.training.checkpoint import LoadedCheckpoint, save_checkpoint
 from test_predict import CONFIG, ImageIsTheMap
 
 SHAPE = (30, 28, 12)

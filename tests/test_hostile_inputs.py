@@ -424,8 +424,8 @@ def test_report_outcome_counts():
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
+    from cavlog_core.checkpoint import save_checkpoint
     from cavlog_core.methods import get_method
-    from cavlog_core.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     method = get_method("constrained")(CONFIG)

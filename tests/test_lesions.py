@@ -39,10 +39,10 @@ def test_cli_predict_writes_the_lesion_table(tmp_path, make_case, capsys):
 
     import torch
 
+    from cavlog_core.checkpoint import save_checkpoint
     from cavlog_core.cli import main
     from cavlog_core.data import load_case
     from cavlog_core.methods import get_method
-    from cavlog_core.training.checkpoint import save_checkpoint
     from test_predict import CONFIG
 
     torch.manual_seed(0)

@@ -356,7 +356,7 @@ def test_finetune_cancel_leaves_no_broken_state(make_napari_viewer, assets, tmp_
     assert tune.progress.value() < 500
     ckpt = tmp_path / "run" / "checkpoint.pt"
     if ckpt.exists():  # when fit saves on cancel, the checkpoint must load and be resumable
-        from cavlog_core.training.checkpoint import load_checkpoint
+        from cavlog_core.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(ckpt)
         assert 0 < loaded.meta["iteration"] < 500

@@ -12,13 +12,13 @@ from torch import nn
 
 import cavlog_core.cli as cli
 from cavlog_core._progress import drain
+from cavlog_core.checkpoint import LoadedCheckpoint, save_checkpoint
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays, load_case
 from cavlog_core.errors import CavlogError
 from cavlog_core.inference.predict import inference_modules, predict, predict_volume
 from cavlog_core.methods import get_method
 from cavlog_core.methods.base import Method
-from cavlog_core.training.checkpoint import LoadedCheckpoint, save_checkpoint
 from conftest import phantom
 
 RES = 64
@@ -201,8 +201,8 @@ def test_precision_auto_follows_the_cpu_and_rejects_bad_values(monkeypatch):
 def test_bf16_map_matches_fp32_on_the_demo_model():
     """bf16 (autocast, Grad-CAM backward included) against fp32: correlation >= 0.99 and the
     same mask at 0.5 on >= 99 % of brain voxels (issue 10's acceptance test)."""
+    from cavlog_core.checkpoint import load_checkpoint
     from cavlog_core.data.synth import generate_subject
-    from cavlog_core.training.checkpoint import load_checkpoint
     from napari_cavlog import demo_checkpoint_path
 
     if not demo_checkpoint_path().is_file():

@@ -45,7 +45,7 @@ def test_signal_saves_a_resumable_checkpoint(sig, code, tmp_path, make_case):
     last = [ln for seg in err.splitlines() for ln in seg.split("\r") if ln.strip()][-1]
     assert last.startswith(f"cavlog train: {signal.Signals(sig).name}: stopped after iteration")
     assert "Traceback" not in err and "--resume" in last
-    from cavlog_core.training.checkpoint import read_checkpoint
+    from cavlog_core.checkpoint import read_checkpoint
 
     payload = read_checkpoint(out / "checkpoint.pt")
     done = payload["iteration"]

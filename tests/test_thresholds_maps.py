@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cavlog_core.errors import CavlogError
-from cavlog_core.inference.maps import erode_masks, normalize_maps
-from cavlog_core.inference.thresholds import (
+from cavlog_core.maps.normalize import erode_masks, normalize_maps
+from cavlog_core.maps.thresholds import (
     healthy_thresholds,
     parse_threshold,
     threshold_strategies,
@@ -125,7 +125,7 @@ def test_threshold_strategies_order():
 
 
 def test_fpr_thresholds_by_hand_and_parsing():
-    from cavlog_core.inference.thresholds import (
+    from cavlog_core.maps.thresholds import (
         healthy_fpr_thresholds,
         parse_threshold,
         threshold_strategies,

@@ -208,7 +208,7 @@ def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
     from cavlog_core._progress import drain
     from cavlog_core.calibrate import calibrate
     from cavlog_core.data import find_cases, iter_slice_arrays
-    from cavlog_core.inference.maps import normalize_maps
+    from cavlog_core.maps.normalize import normalize_maps
     from napari_fixtures import make_tiny_checkpoint, write_synthetic_cases
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")

@@ -24,7 +24,7 @@ _LAZY = {
     "run_fit": "cavlog_core.training.fit",
     "FitResult": "cavlog_core.training.events",
     "TrainEvent": "cavlog_core.training.events",
-    "load_checkpoint": "cavlog_core.training.checkpoint",
+    "load_checkpoint": "cavlog_core.checkpoint",
     "predict_volume": "cavlog_core.inference.predict",
     "predict": "cavlog_core.inference.predict",
     "pixel_metrics": "cavlog_core.metrics",

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import find_cases, iter_slice_arrays, load_case
 from .device import resolve_device
 from .errors import CavlogError
 from .inference.predict import predict_volume
 from .lesions import MIN_LESION_KEY, find_lesions, healthy_component_volume
-from .training.checkpoint import load_checkpoint, save_checkpoint
 from .training.events import TrainEvent
 from .training.fit import _as_slices, _validate
 

@@ -35,19 +35,19 @@ import numpy as np
 
 from ._atomic import atomic_write_text
 from ._progress import drain
+from .checkpoint import LoadedCheckpoint
 from .data.io import CaseFiles, find_cases, load_case
 from .data.preprocess import prepare_slices, select_slices
 from .data.splits import keep_for_evaluation, lesion_fraction, split_cases
 from .errors import CavlogError, InputFileError
 from .inference.predict import inference_modules, iter_slice_maps, resolve_model
-from .inference.thresholds import threshold_strategies
+from .maps.thresholds import threshold_strategies
 from .metrics import (
     ScoreHistogram,
     counts_at_thresholds,
     exact_curves,
     scores_from_counts,
 )
-from .training.checkpoint import LoadedCheckpoint
 
 __all__ = ["ORACLE_NOTE", "EvaluateEvent", "EvaluationReport", "evaluate", "run_evaluate"]
 

@@ -289,7 +289,7 @@ def finetune_job(
         No lesion-free slice in the folder, an unusable checkpoint, an existing run in
         ``out_dir``, a NaN loss ... (one line).
     """
-    from cavlog_core.training.checkpoint import config_from_payload, read_checkpoint
+    from cavlog_core.checkpoint import config_from_payload, read_checkpoint
     from cavlog_core.training.fit import fit
 
     base = None if start is None else config_from_payload(start, read_checkpoint(start))

@@ -39,7 +39,7 @@ class ModelEntry:
     label : str
         Text shown in the model menu.
     path : Path
-        Checkpoint file (``cavlog_core.training.checkpoint`` format).
+        Checkpoint file (``cavlog_core.checkpoint`` format).
     origin : str
         ``"demo"``, ``"finetuned"`` or ``"file"``.
     """
@@ -103,13 +103,13 @@ _cache_lock = threading.Lock()
 
 
 def load_checkpoint_cached(path: str | Path, device: str) -> Any:
-    """``cavlog_core.training.checkpoint.load_checkpoint`` memoised on (path, size, mtime, device).
+    """``cavlog_core.checkpoint.load_checkpoint`` memoised on (path, size, mtime, device).
 
     Running the same model on several scans then loads the weights once. Only the most recent
     checkpoint is kept, so switching models does not pile up memory.
     """
+    from cavlog_core.checkpoint import load_checkpoint
     from cavlog_core.errors import InputFileError
-    from cavlog_core.training.checkpoint import load_checkpoint
 
     path = Path(path).expanduser().resolve()
     if not path.is_file():

@@ -1,7 +1,7 @@
 """Threshold presets offered by the anomaly widget, each with what it means (no Qt).
 
 All healthy presets come from the checkpoint (computed by ``cavlog train`` / ``finetune`` on
-healthy validation slices, see ``cavlog_core.inference.thresholds``):
+healthy validation slices, see ``cavlog_core.maps.thresholds``):
 
 ``healthy_fpr<r>``
     The map value above which ``r`` % of the healthy validation brain pixels fall: the expected

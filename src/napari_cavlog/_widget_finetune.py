@@ -285,8 +285,8 @@ class FineTuneWidget(JobHost, QWidget):
 
 @functools.lru_cache(maxsize=32)
 def _model_shape_cached(path: str, mtime: float) -> tuple[int, float] | None:
+    from cavlog_core.checkpoint import config_from_payload, read_checkpoint
     from cavlog_core.errors import CavlogError
-    from cavlog_core.training.checkpoint import config_from_payload, read_checkpoint
 
     try:
         config = config_from_payload(path, read_checkpoint(path))

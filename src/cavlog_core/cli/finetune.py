@@ -40,9 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
     from ..errors import InputFileError
     from ..training import fit
-    from ..training.checkpoint import load_checkpoint
     from ..training.fit import finetune_config
 
     if not args.healthy_dir.exists():

@@ -45,10 +45,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from .._atomic import remove_stale_temporaries
     from .._lock import folder_lock
+    from ..checkpoint import load_checkpoint
     from ..data.io import find_cases
     from ..device import resolve_device, warn_if_cpu_fallback
-    from ..inference.thresholds import parse_threshold
-    from ..training.checkpoint import load_checkpoint
+    from ..maps.thresholds import parse_threshold
 
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
     require(args.min_lesion_ml is None or args.min_lesion_ml >= 0,

@@ -1,16 +1,19 @@
-"""Inference: anomaly maps for whole volumes, their normalisation, and thresholds.
+"""Inference: anomaly maps of whole volumes from a trained checkpoint.
 
-``predict`` is imported lazily so that training code can use :func:`normalize_maps` and
-:func:`healthy_thresholds` without pulling in the data and checkpoint layers.
+Map normalisation and thresholds live one layer down in :mod:`cavlog_core.maps` (shared with
+the methods, training and evaluation); they are re-exported here for convenience.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from .maps import erode_masks, normalize_maps
-from .thresholds import healthy_thresholds, parse_threshold, threshold_strategies
+from ..maps import (
+    erode_masks,
+    healthy_thresholds,
+    normalize_maps,
+    parse_threshold,
+    threshold_strategies,
+)
+from .predict import PredictEvent, PredictResult, predict, predict_volume
 
 __all__ = [
     "PredictEvent",
@@ -23,11 +26,3 @@ __all__ = [
     "predict_volume",
     "threshold_strategies",
 ]
-
-_LAZY = {"PredictEvent", "PredictResult", "predict", "predict_volume"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.predict"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

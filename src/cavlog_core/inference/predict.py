@@ -29,14 +29,14 @@ import torch
 from torch import nn
 
 from .._progress import drain
+from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
 from ..device import resolve_device, resolve_precision
 from ..errors import CavlogError
+from ..maps.normalize import normalize_maps
 from ..models.resnet_vae import BasicBlock
-from ..training.checkpoint import LoadedCheckpoint, load_checkpoint
-from .maps import normalize_maps
 
 __all__ = [
     "PredictEvent",
@@ -104,7 +104,7 @@ def resolve_model(
 ) -> tuple[LoadedCheckpoint, torch.device]:
     """A loaded checkpoint on the device to use.
 
-    A path is loaded with :func:`~cavlog_core.training.checkpoint.load_checkpoint`. For an
+    A path is loaded with :func:`~cavlog_core.checkpoint.load_checkpoint`. For an
     already loaded checkpoint, ``"auto"`` means the device its modules are on; its modules are
     never moved (inference runs on a copy, see :func:`inference_modules`).
     """

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..inference.maps import erode_masks
+from ..maps.normalize import erode_masks
 from ..models.losses import vae_loss
 from ..models.resnet_vae import ResNetVAE, VAEOutput
 from .base import Batch, Method

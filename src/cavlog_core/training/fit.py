@@ -23,13 +23,13 @@ from torch import Tensor, nn
 from .._atomic import atomic_write_text, remove_stale_temporaries
 from .._lock import folder_lock
 from .._progress import drain
+from ..checkpoint import config_from_payload, load_weights, read_checkpoint, save_checkpoint
 from ..config import RunConfig, TrainConfig
 from ..device import cpu_bf16_units, resolve_device, warn_if_cpu_fallback
 from ..errors import CavlogError
-from ..inference.maps import normalize_maps
-from ..inference.thresholds import healthy_fpr_thresholds, healthy_thresholds
+from ..maps.normalize import normalize_maps
+from ..maps.thresholds import healthy_fpr_thresholds, healthy_thresholds
 from ..methods import Batch, Method, get_method
-from .checkpoint import config_from_payload, load_weights, read_checkpoint, save_checkpoint
 from .distributed import (
     DistInfo,
     all_reduce_mean,

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._atomic import atomic_path
-from ..config import RunConfig
-from ..device import resolve_device
-from ..errors import CavlogError, InputFileError
-from ..methods import Method, get_method
+from ._atomic import atomic_path
+from .config import RunConfig
+from .device import resolve_device
+from .errors import CavlogError, InputFileError
+from .methods import Method, get_method
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -44,7 +44,7 @@ MAX_PARAMETERS = 300_000_000
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in every checkpoint, for reproducibility."""
-    from .. import __version__
+    from . import __version__
 
     return {
         "cavlog_core": str(__version__),

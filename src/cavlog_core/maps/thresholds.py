@@ -93,7 +93,7 @@ def healthy_thresholds(
     ----------
     maps : (B, 1, R, R) Tensor
         Normalised anomaly maps of *healthy* slices (output of
-        :func:`~cavlog_core.inference.maps.normalize_maps`).
+        :func:`~cavlog_core.maps.normalize.normalize_maps`).
     brain : (B, 1, R, R) bool Tensor
         Brain masks; images without brain pixels are skipped.
     percentiles : sequence of float
