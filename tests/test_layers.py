@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "cavlog_core"
 #: Layer of each top-level unit of cavlog_core (a subpackage or a module), lowest first.
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "_atomic": 1, "_lock": 1, "_progress": 1, "config": 1, "device": 1,
+    "_atomic": 1, "_json": 1, "_lock": 1, "_progress": 1, "config": 1, "device": 1,
     "data": 2, "metrics": 2, "lesions": 2,
     "models": 3, "maps": 3,
     "methods": 4,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -93,6 +94,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda" or (device.type == "cpu" and cpu_bf16_units()):
         return "bf16"
     return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision="bf16"`` on CUDA or the CPU; otherwise nothing (fp32).
+
+    The one autocast switch of inference and training; ``precision`` is already resolved
+    (:func:`resolve_precision`).
+    """
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 _cpu_notice_given = False

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._atomic import atomic_write_text
+from ._json import json_safe
 from ._progress import drain
 from .checkpoint import LoadedCheckpoint
 from .data.io import CaseFiles, find_cases, load_case
@@ -139,7 +140,7 @@ class EvaluationReport:
             "reference": dict(self.reference),
             "seconds": self.seconds,
         }
-        return _json_safe(d)
+        return json_safe(d)
 
     def to_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` atomically as indented JSON."""
@@ -187,20 +188,6 @@ class EvaluationReport:
         lines.append(f"| best F1 — {ORACLE_NOTE} | {f(op['threshold_best'])} | "
                      f"{f(op['dice_best'])} | {f(op['iou_best'])} | {per_scan} | – |")
         return "\n".join(lines)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def resolve_split(split: str, data: str | Path, loaded: LoadedCheckpoint,

@@ -16,7 +16,6 @@ CPU everything is float32.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Generator, Iterator
@@ -33,7 +32,7 @@ from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
-from ..device import resolve_device, resolve_precision
+from ..device import autocast, resolve_device, resolve_precision
 from ..errors import CavlogError
 from ..maps.normalize import normalize_maps
 from ..models.resnet_vae import BasicBlock
@@ -119,14 +118,6 @@ def resolve_model(
     if isinstance(device, str) and device.strip().lower() == "auto":
         return model, current
     return model, resolve_device(device)
-
-
-def _autocast(dev: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA or the CPU when :func:`~cavlog_core.device.resolve_precision` says
-    so; the Grad-CAM's backward then runs in bf16 too, the maps are normalised in fp32."""
-    if resolve_precision(precision, dev) == "bf16" and dev.type in ("cuda", "cpu"):
-        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -247,7 +238,8 @@ def iter_slice_maps(
         stop = min(start + batch_size, n)
         images = _to_device(slices.images[start:stop], dev, channels_last=True)
         brain = _to_device(slices.brain[start:stop], dev, channels_last=False)
-        with _autocast(dev, precision):
+        # Under bf16 the Grad-CAM's backward runs in bf16 too; maps are normalised in fp32.
+        with autocast(dev, resolve_precision(precision, dev)):
             raw = loaded.method.anomaly_maps(twin, images, brain)
         maps = normalize_maps(raw.float(), brain, erosion=erosion)
         yield start, maps

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CavlogError
+from ..models.gradcam import unwrap
 from ..models.resnet_vae import ResNetVAE
 from ._gan_nets import Discriminator
 from .base import Batch
-from .constrained import unwrap
 from .residual import ResidualMethod
 
 __all__ = ["FAnoGAN", "decoder_parameters", "encoder_parameters", "gradient_penalty"]

@@ -15,8 +15,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..models.gradcam import unwrap
 from ..models.resnet_vae import ResNetVAE
-from .constrained import unwrap
 from .residual import VAE, residual_map
 
 __all__ = ["RestorationVAE", "restore", "total_variation"]

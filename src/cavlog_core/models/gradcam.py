@@ -60,6 +60,7 @@ __all__ = [
     "frozen_batch_statistics",
     "grad_cam",
     "running_statistics",
+    "unwrap",
     "upsample_cam",
 ]
 
@@ -199,8 +200,8 @@ def running_statistics(module: nn.Module) -> Iterator[None]:
 _HELD = {"gradient-frozen-bn": frozen_batch_statistics, "gradient-running-bn": running_statistics}
 
 
-def _net(model: nn.Module) -> nn.Module:
-    # The bare network inside a DistributedDataParallel (or similar ``.module``) wrapper.
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module inside a DistributedDataParallel (or similar ``.module``) wrapper."""
     return getattr(model, "module", model)
 
 
@@ -241,7 +242,7 @@ def compute_cam(model: nn.Module, features: Tensor, mu: Tensor, *, weights: str 
     if weights == "mean":
         return activation_cam(features)
     if weights in _HELD:
-        net = _net(model)
+        net = unwrap(model)
         if any(_uses_batch_stats(bn) for bn in _batch_norms(_after_cam_stage(net))):
             with _HELD[weights](_after_cam_stage(net)):
                 held_mu, _ = net.encode_from(features)
@@ -299,7 +300,7 @@ def encoder_cam(model: ResNetVAE, x: Tensor, *, weights: str = "gradient") -> Te
     a Grad-CAM needs a backward pass). ``weights`` as in :func:`compute_cam`.
     """
     _check_weights(weights)
-    model = _net(model)
+    model = unwrap(model)
     with torch.inference_mode(False), torch.no_grad():
         features = model.features_at(x.clone() if x.is_inference() else x)
         if weights == "mean":

@@ -21,11 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from .._atomic import atomic_write_text, remove_stale_temporaries
+from .._json import json_safe
 from .._lock import folder_lock
 from .._progress import drain
 from ..checkpoint import config_from_payload, load_weights, read_checkpoint, save_checkpoint
 from ..config import RunConfig, TrainConfig
-from ..device import cpu_bf16_units, resolve_device, warn_if_cpu_fallback
+from ..device import autocast, cpu_bf16_units, resolve_device, warn_if_cpu_fallback
 from ..errors import CavlogError
 from ..maps.normalize import normalize_maps
 from ..maps.thresholds import healthy_fpr_thresholds, healthy_thresholds
@@ -177,21 +178,9 @@ def _to_device(slices: _Slices, index: Tensor, device: torch.device) -> Batch:
 def _autocast(device: torch.device, train: TrainConfig) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when ``TrainConfig.amp``, on a CPU with bf16 units when
     ``TrainConfig.cpu_bf16``; full fp32 elsewhere."""
-    if train.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if train.cpu_bf16 and device.type == "cpu" and cpu_bf16_units():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    bf16 = (train.amp and device.type == "cuda") or \
+        (train.cpu_bf16 and device.type == "cpu" and bool(cpu_bf16_units()))
+    return autocast(device, "bf16" if bf16 else "fp32")
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -417,7 +406,7 @@ def _fit(
 
     def log(event: TrainEvent) -> None:
         if log_file is not None:
-            log_file.write(json.dumps(_json_safe(event.to_json())) + "\n")
+            log_file.write(json.dumps(json_safe(event.to_json())) + "\n")
             log_file.flush()
 
     def save(iteration: int, thresholds: dict[str, float], share: float | None,

@@ -1,6 +1,7 @@
 """The paper's method: constrained Grad-CAM VAE (model in :mod:`cavlog_core.models`, loss in
 :mod:`.loss`, training step and anomaly map in :mod:`.method`)."""
 
+from ...models.gradcam import unwrap
 from .loss import (
     ConstrainedTerms,
     barrier_active,
@@ -9,7 +10,7 @@ from .loss import (
     t_at,
     uses_attention_loss,
 )
-from .method import ConstrainedVAE, unwrap
+from .method import ConstrainedVAE
 
 __all__ = [
     "ConstrainedTerms",

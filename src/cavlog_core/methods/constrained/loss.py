@@ -19,6 +19,7 @@ from ...models.losses import constraint_penalty, size_constraint, vae_loss
 __all__ = [
     "ConstrainedTerms",
     "barrier_active",
+    "barrier_active_flag",
     "barrier_limit",
     "constrained_objective",
     "t_at",
@@ -42,6 +43,12 @@ def uses_attention_loss(train: TrainConfig, iteration: int, kind: str | None = N
     return iteration >= train.warmup_iterations and kind != "none" and train.lam > 0
 
 
+def barrier_active_flag(fc: Tensor, *, kind: str, t: float) -> Tensor:
+    """:func:`barrier_active` as a 0-d float tensor on ``fc``'s device (no host sync: the
+    training step logs it with its other scalars in one copy)."""
+    return (fc.detach() > barrier_limit(kind, t)).any().float()
+
+
 def barrier_active(fc: Tensor, *, kind: str, t: float) -> bool:
     """Whether any image of the batch is in the penalty's "pushing" regime.
 
@@ -49,7 +56,7 @@ def barrier_active(fc: Tensor, *, kind: str, t: float) -> bool:
     constraint, f_c > 0, plus the thin band (-1/t², 0] where ψ_t already has slope t). For the
     other kinds: some f_c > 0 (the constraint is violated).
     """
-    return bool((fc.detach() > barrier_limit(kind, t)).any())
+    return bool(barrier_active_flag(fc, kind=kind, t=t))
 
 
 def barrier_limit(kind: str, t: float) -> float:

@@ -14,18 +14,18 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ...models.gradcam import attention, encoder_cam, upsample_cam
+from ...models.gradcam import attention, encoder_cam, unwrap, upsample_cam
 from ...models.losses import size_constraint
 from ...models.resnet_vae import ResNetVAE
 from ..base import Batch, Method
-from .loss import barrier_limit, constrained_objective, t_at, uses_attention_loss
+from .loss import (
+    barrier_active_flag,
+    constrained_objective,
+    t_at,
+    uses_attention_loss,
+)
 
-__all__ = ["ConstrainedVAE", "unwrap"]
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The bare module inside a DistributedDataParallel (or similar ``.module``) wrapper."""
-    return getattr(module, "module", module)
+__all__ = ["ConstrainedVAE"]
 
 
 def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -118,7 +118,7 @@ class ConstrainedVAE(Method):
             terms.total.detach().float(), terms.recon.detach().float(),
             terms.kl.detach().float(), terms.penalty.detach().float(), fc.mean(),
             att.attention.detach().float().mean(), (fc > 0).float().mean(),
-            (fc > barrier_limit(kind, t)).any().float(),
+            barrier_active_flag(fc, kind=kind, t=t),
         ]).tolist()
         logs = dict(zip(names, values))
         if math.isfinite(logs["loss"]):

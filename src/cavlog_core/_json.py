@@ -1,0 +1,26 @@
+"""JSON-able values for reports, logs and result files (no NaN, no numpy scalars)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["json_safe"]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN / inf floats as None, numpy scalars as Python ones, tuples as lists
+    and dict keys as strings (strict JSON, readable by any parser)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
