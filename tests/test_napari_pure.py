@@ -1,4 +1,5 @@
-"""Qt-free parts of the napari plugin: axis mapping, live thresholding, job driver, registry."""
+"""Qt-free parts of the napari plugin: axis mapping, live thresholding, job driver, registry,
+presets and reader preferences; they import neither napari nor Qt and run without them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("napari", reason="napari is not installed (pip install napari-cavlog[napari])")
+# No napari needed: these are the plugin's Qt-free modules (they run on a server without Qt).
 
 from cavlog_core.errors import CavlogError
 from cavlog_core.metrics import binary_scores
