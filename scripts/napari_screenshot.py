@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cavlog_core._atomic import atomic_path
     from napari_cavlog import AnomalyWidget
-    from napari_cavlog._qt_common import wait_until
+    from napari_cavlog._qt.common import wait_until
     from napari_cavlog._sample_data import synthetic_case
 
     viewer = napari.Viewer(title="napari-cavlog")

@@ -115,6 +115,8 @@ def test_manifest_validates_and_contributions_resolve():
     manifest = PluginManifest.from_distribution("napari-cavlog")
     manifest.validate_imports()
     contrib = manifest.contributions
+    ids = [c.id for c in contrib.commands]
+    assert len(ids) == len(set(ids)), ids
     # The first widget is what `napari -w napari-cavlog` docks: both tools as tabs.
     assert [w.display_name for w in contrib.widgets] == [
         "Anomaly segmentation and fine-tuning", "Anomaly segmentation",
@@ -155,9 +157,9 @@ def test_large_scans_are_read_in_the_background(make_napari_viewer, make_case, t
                                                 monkeypatch):
     import napari.utils.notifications as notifications
 
-    import napari_cavlog._qt_background as background
+    import napari_cavlog._qt.background as background
     import napari_cavlog._reader as reader
-    from napari_cavlog._qt_common import wait_until
+    from napari_cavlog._qt.common import wait_until
 
     monkeypatch.setattr(reader, "BACKGROUND_VOXELS", 100)  # every scan counts as large
     errors: list[str] = []

@@ -242,7 +242,7 @@ def test_anomaly_widget_cancel_and_bad_inputs(make_napari_viewer, assets, tmp_pa
     cancelled = []
     worker = widget.run()
     worker.yielded.connect(lambda _e: cancelled or (cancelled.append(1), widget.cancel()))
-    from napari_cavlog._qt_common import wait_until
+    from napari_cavlog._qt.common import wait_until
 
     assert wait_until(lambda: not widget.running, timeout=60)
     assert cancelled and "cancelled" in widget.status.text()
@@ -349,7 +349,7 @@ def test_finetune_cancel_leaves_no_broken_state(make_napari_viewer, assets, tmp_
             tune.cancel()
 
     worker.yielded.connect(on_event)
-    from napari_cavlog._qt_common import wait_until
+    from napari_cavlog._qt.common import wait_until
 
     assert wait_until(lambda: not tune.running, timeout=120)
     assert seen and tune.result is None and "cancelled" in tune.status.text()
@@ -366,8 +366,8 @@ def test_finetune_cancel_leaves_no_broken_state(make_napari_viewer, assets, tmp_
                                    OSError(28, "No space left on device"), MemoryError()])
 def test_a_failing_job_is_reported_and_the_widgets_can_run_again(make_napari_viewer, assets,
                                                                  tmp_path, monkeypatch, error):
-    import napari_cavlog._widget as anomaly_module
-    import napari_cavlog._widget_finetune as finetune_module
+    import napari_cavlog._qt.anomaly as anomaly_module
+    import napari_cavlog._qt.finetune as finetune_module
 
     def broken(*args, **kwargs):
         raise error

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from ._models import demo_checkpoint_path, session_models
 
 if TYPE_CHECKING:
-    from ._widget import AnomalyWidget
-    from ._widget_finetune import FineTuneWidget
-    from ._widget_tabs import CavlogWidget
+    from ._qt.anomaly import AnomalyWidget
+    from ._qt.finetune import FineTuneWidget
+    from ._qt.tabs import CavlogWidget
 
 __version__ = "0.1.0"
 
@@ -28,15 +28,15 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "AnomalyWidget":
-        from ._widget import AnomalyWidget
+        from ._qt.anomaly import AnomalyWidget
 
         return AnomalyWidget
     if name == "CavlogWidget":
-        from ._widget_tabs import CavlogWidget
+        from ._qt.tabs import CavlogWidget
 
         return CavlogWidget
     if name == "FineTuneWidget":
-        from ._widget_finetune import FineTuneWidget
+        from ._qt.finetune import FineTuneWidget
 
         return FineTuneWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

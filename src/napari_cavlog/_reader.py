@@ -117,7 +117,7 @@ def read_cases(path: str | Path | Sequence[str | Path]) -> list[LayerData] | lis
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     viewer = _current_viewer()
     if viewer is not None and _claimed_voxels(paths) > BACKGROUND_VOXELS:
-        from ._qt_background import read_in_background
+        from ._qt.background import read_in_background
 
         read_in_background(viewer, [Path(p) for p in paths],
                            label=", ".join(Path(p).name for p in paths))

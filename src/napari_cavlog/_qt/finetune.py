@@ -27,9 +27,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._jobs import finetune_job, finetune_problem
-from ._models import demo_checkpoint_path, session_models
-from ._qt_common import (
+from .._jobs import finetune_job, finetune_problem
+from .._models import demo_checkpoint_path, session_models
+from .._reader import prefer_this_reader
+from .._runner import Outcome
+from .common import (
     JobHost,
     device_combo,
     fit_scroll_width,
@@ -38,9 +40,7 @@ from ._qt_common import (
     refill_combo,
     scrolling_layout,
 )
-from ._qt_plots import LossPlot
-from ._reader import prefer_this_reader
-from ._runner import Outcome
+from .plots import LossPlot
 
 __all__ = ["FineTuneWidget"]
 

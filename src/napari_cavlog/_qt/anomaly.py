@@ -39,13 +39,16 @@ from qtpy.QtWidgets import (
 
 from cavlog_core.lesions import DEFAULT_MIN_LESION_ML
 
-from ._jobs import Analysis, analysis_job, lesion_table
-from ._layers import layer_case_id, layer_role
-from ._models import ModelEntry, demo_checkpoint_path, session_models
-from ._orient import slice_to_display
-from ._overlay import name_axes, orientation_points, show_contour
-from ._presets import default_threshold, healthy_presets
-from ._qt_common import (
+from .._jobs import Analysis, analysis_job, lesion_table
+from .._layers import layer_case_id, layer_role
+from .._models import ModelEntry, demo_checkpoint_path, session_models
+from .._orient import slice_to_display
+from .._overlay import name_axes, orientation_points, show_contour
+from .._presets import default_threshold, healthy_presets
+from .._reader import prefer_this_reader
+from .._results import CaseResults, ResultRegistry, is_result_layer, set_image_data
+from .._runner import Outcome
+from .common import (
     JobHost,
     LayerCombo,
     device_combo,
@@ -55,11 +58,8 @@ from ._qt_common import (
     refill_combo,
     scrolling_layout,
 )
-from ._qt_lesions import LesionPanel
-from ._qt_plots import ThresholdExplorer
-from ._reader import prefer_this_reader
-from ._results import CaseResults, ResultRegistry, is_result_layer, set_image_data
-from ._runner import Outcome
+from .lesions import LesionPanel
+from .plots import ThresholdExplorer
 
 __all__ = ["AnomalyWidget"]
 

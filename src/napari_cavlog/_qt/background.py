@@ -25,7 +25,7 @@ def read_in_background(viewer: Any, paths: Sequence[Path], *, label: str) -> Any
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error, show_info
 
-    from ._reader import load_layer_data
+    from .._reader import load_layer_data
 
     def add(result: tuple[list[Any], list[str]]) -> None:
         layers, problems = result

@@ -227,7 +227,7 @@ class JobHost:
         return self._worker is not None
 
     def _start_job(self, job: Any, *, message: str, block: bool) -> Any:
-        from ._runner import drive
+        from .._runner import drive
 
         self._cancel = threading.Event()
         worker = create_worker(drive, job, self._cancel, _start_thread=False)

@@ -10,8 +10,8 @@ from typing import Any
 
 from qtpy.QtWidgets import QTabWidget
 
-from ._widget import AnomalyWidget
-from ._widget_finetune import FineTuneWidget
+from .anomaly import AnomalyWidget
+from .finetune import FineTuneWidget
 
 __all__ = ["CavlogWidget"]
 
