@@ -223,13 +223,13 @@ def test_plugin_imports_no_qt_outside_its_qt_package():
 
 def test_training_config_for_finetuning_and_from_scratch():
     from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
-    from napari_cavlog._jobs import training_config
+    from napari_cavlog._jobs import FineTuneSettings, training_config
 
     base = RunConfig(preprocess=PreprocessConfig(resolution=128, slices="central:10"),
                      model=ModelConfig(resolution=128, width=0.25))
-    kw = dict(iterations=50, lr=3e-4, lam=5.0, p=0.3, t=10.0, batch_size=16, device="cpu",
-              resolution=64, width=0.5)
-    tuned = training_config(base, **kw)
+    kw = FineTuneSettings(iterations=50, lr=3e-4, lam=5.0, p=0.3, t=10.0, batch_size=16,
+                          device="cpu", resolution=64, width=0.5, precision="fp32")
+    tuned = training_config(base, kw)
     assert tuned.model == base.model  # the weights fix the architecture
     assert tuned.preprocess.resolution == 128 and tuned.preprocess.slices == "brain"
     t = tuned.train
@@ -238,7 +238,7 @@ def test_training_config_for_finetuning_and_from_scratch():
     assert t.warmup_iterations == 0 and t.split_fractions == (1.0, 0.0, 0.0)
     assert t.checkpoint_every == 50
 
-    scratch = training_config(None, **kw)
+    scratch = training_config(None, kw)
     assert scratch.model.resolution == scratch.preprocess.resolution == 64
     assert scratch.model.width == 0.5
     assert scratch.train.warmup_iterations == min(TrainConfig().warmup_iterations, 10)
@@ -265,12 +265,25 @@ def test_both_napari_manifests_are_the_same():
 
 def test_finetune_config_turns_on_cpu_bf16_with_precision_auto(monkeypatch):
     from cavlog_core import device as devmod
-    from napari_cavlog._jobs import training_config
+    from napari_cavlog._jobs import FineTuneSettings, training_config
 
-    kw = dict(iterations=10, lr=1e-4, lam=10.0, p=0.2, t=20.0, batch_size=4, device="cpu",
-              resolution=64, width=0.125)
+    def tiny(precision):
+        return FineTuneSettings(iterations=10, batch_size=4, device="cpu", resolution=64,
+                                width=0.125, precision=precision)
+
     monkeypatch.setattr(devmod, "cpu_bf16_units", lambda: ("amx_bf16",))
-    assert training_config(None, precision="auto", **kw).train.cpu_bf16
-    assert not training_config(None, precision="fp32", **kw).train.cpu_bf16
+    assert training_config(None, tiny("auto")).train.cpu_bf16
+    assert not training_config(None, tiny("fp32")).train.cpu_bf16
     monkeypatch.setattr(devmod, "cpu_bf16_units", lambda: ())
-    assert not training_config(None, precision="auto", **kw).train.cpu_bf16
+    assert not training_config(None, tiny("auto")).train.cpu_bf16
+
+
+def test_finetune_settings_defaults_come_from_the_core_config():
+    from cavlog_core.config import FINETUNE_ITERATIONS, ModelConfig, TrainConfig
+    from napari_cavlog._jobs import FineTuneSettings
+
+    d, train, model = FineTuneSettings(), TrainConfig(), ModelConfig()
+    assert (d.lr, d.lam, d.p, d.t, d.batch_size) == (train.lr, train.lam, train.p, train.t,
+                                                     train.batch_size)
+    assert (d.resolution, d.width, d.iterations) == (model.resolution, model.width,
+                                                     FINETUNE_ITERATIONS)

@@ -15,13 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from cavlog_core.config import FINETUNE_ITERATIONS, ModelConfig, TrainConfig
+
 from ._layers import case_from_layer
 from ._models import load_checkpoint_cached
 from ._orient import from_display, to_display
 from ._threshold import ThresholdCache
 
+_TRAIN, _MODEL = TrainConfig(), ModelConfig()
+
 __all__ = [
     "Analysis",
+    "FineTuneSettings",
     "analysis_job",
     "finetune_job",
     "finetune_problem",
@@ -175,28 +180,36 @@ def analysis_job(
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning
 # ---------------------------------------------------------------------------------------------
-def training_config(
-    base: Any | None,
-    *,
-    iterations: int,
-    lr: float,
-    lam: float,
-    p: float,
-    t: float,
-    batch_size: int,
-    device: str,
-    resolution: int,
-    width: float,
-    precision: str = "fp32",
-) -> Any:
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """What the fine-tune widget asks for; the single source of its defaults.
+
+    Defaults are ``cavlog_core.config``'s (``TrainConfig``, ``ModelConfig``,
+    ``FINETUNE_ITERATIONS``). ``resolution`` and ``width`` apply from scratch only (a starting
+    model's weights fix them); ``precision`` ``auto`` / ``bf16`` turns on bf16 autocast on CPUs
+    with bf16 units (``TrainConfig.cpu_bf16``).
+    """
+
+    iterations: int = FINETUNE_ITERATIONS
+    lr: float = _TRAIN.lr
+    lam: float = _TRAIN.lam
+    p: float = _TRAIN.p
+    t: float = _TRAIN.t
+    batch_size: int = _TRAIN.batch_size
+    device: str = "auto"
+    resolution: int = _MODEL.resolution
+    width: float = _MODEL.width
+    precision: str = "auto"
+
+
+def training_config(base: Any | None, settings: FineTuneSettings) -> Any:
     """The ``RunConfig`` of a fine-tuning run (``cavlog_core.training.fit.finetune_config``).
 
     From a checkpoint's config ``base``, its model and preprocessing are kept (``resolution`` and
     ``width`` are ignored: the weights fix them) and there is no warm-up. From scratch
     (``base=None``), ``cavlog_core.config`` defaults at ``resolution`` and ``width``, with the
     warm-up capped at a fifth of the iterations. Either way every brain slice of the folder
-    that has no lesion trains (``slices="brain"``, split ``(1, 0, 0)``). ``precision``
-    ``auto`` / ``bf16`` turns on bf16 autocast on CPUs with bf16 units (``cpu_bf16``).
+    that has no lesion trains (``slices="brain"``, split ``(1, 0, 0)``).
     """
     import torch
 
@@ -204,16 +217,17 @@ def training_config(
     from cavlog_core.device import resolve_precision
     from cavlog_core.training.fit import finetune_config
 
+    s = settings
     overrides: dict[str, Any] = {}
     if base is None:
-        base = RunConfig(preprocess=PreprocessConfig(resolution=resolution),
-                         model=ModelConfig(resolution=resolution, width=width))
-        overrides["warmup_iterations"] = min(base.train.warmup_iterations, iterations // 5)
-    overrides["cpu_bf16"] = resolve_precision(precision, torch.device("cpu")) == "bf16"
+        base = RunConfig(preprocess=PreprocessConfig(resolution=s.resolution),
+                         model=ModelConfig(resolution=s.resolution, width=s.width))
+        overrides["warmup_iterations"] = min(base.train.warmup_iterations, s.iterations // 5)
+    overrides["cpu_bf16"] = resolve_precision(s.precision, torch.device("cpu")) == "bf16"
     return finetune_config(
-        base, iterations=iterations, lr=lr, lam=lam, p=p, t=t, batch_size=batch_size,
-        device=device, checkpoint_every=max(1, min(base.train.checkpoint_every, iterations)),
-        **overrides,
+        base, iterations=s.iterations, lr=s.lr, lam=s.lam, p=s.p, t=s.t,
+        batch_size=s.batch_size, device=s.device,
+        checkpoint_every=max(1, min(base.train.checkpoint_every, s.iterations)), **overrides,
     )
 
 
@@ -261,16 +275,7 @@ def finetune_job(
     data_dir: str | Path,
     out_dir: str | Path,
     start: str | Path | None,
-    iterations: int,
-    lr: float,
-    lam: float,
-    p: float,
-    t: float,
-    batch_size: int,
-    device: str,
-    resolution: int,
-    width: float,
-    precision: str = "fp32",
+    settings: FineTuneSettings,
 ) -> Generator[Any, None, Any]:
     """Fine-tune (or train from scratch) on a folder with ``cavlog_core.training.fit``.
 
@@ -293,8 +298,6 @@ def finetune_job(
     from cavlog_core.training.fit import fit
 
     base = None if start is None else config_from_payload(start, read_checkpoint(start))
-    config = training_config(base, iterations=iterations, lr=lr, lam=lam, p=p, t=t,
-                             batch_size=batch_size, device=device, resolution=resolution,
-                             width=width, precision=precision)
+    config = training_config(base, settings)
     return (yield from fit(config, Path(data_dir).expanduser(), out_dir=Path(out_dir).expanduser(),
                            init_checkpoint=None if start is None else Path(start)))

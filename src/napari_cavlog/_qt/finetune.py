@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._jobs import finetune_job, finetune_problem
+from .._jobs import FineTuneSettings, finetune_job, finetune_problem
 from .._models import demo_checkpoint_path, session_models
 from .._reader import prefer_this_reader
 from .._runner import Outcome
@@ -79,11 +79,11 @@ class FineTuneWidget(JobHost, QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        from cavlog_core.config import FINETUNE_ITERATIONS, ModelConfig, TrainConfig
+        from cavlog_core.config import TrainConfig
 
-        train, model = TrainConfig(), ModelConfig()
-        self._scratch = (str(model.resolution), model.width, train.iterations)
-        self._finetune_iterations = FINETUNE_ITERATIONS
+        d = FineTuneSettings()  # the single source of the defaults shown here
+        self._scratch = (str(d.resolution), d.width, TrainConfig().iterations)
+        self._finetune_iterations = d.iterations
         root = scrolling_layout(self)
 
         data = QGroupBox("Data")
@@ -106,29 +106,29 @@ class FineTuneWidget(JobHost, QWidget):
         form.addRow("Start from", self.model_combo)
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 1_000_000)
-        self.iterations_spin.setValue(FINETUNE_ITERATIONS)
+        self.iterations_spin.setValue(d.iterations)
         self.iterations_spin.setToolTip("batches to train; the status line shows the time left")
         form.addRow("Iterations", self.iterations_spin)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
-        self.batch_spin.setValue(train.batch_size)
+        self.batch_spin.setValue(d.batch_size)
         form.addRow("Batch size", self.batch_spin)
-        self.lr_spin = _float_spin(train.lr, 1e-7, 1.0, decimals=7, step=1e-5)
+        self.lr_spin = _float_spin(d.lr, 1e-7, 1.0, decimals=7, step=1e-5)
         form.addRow("Learning rate", self.lr_spin)
-        self.lam_spin = _float_spin(train.lam, 0.0, 1e4, decimals=3, step=1.0)
+        self.lam_spin = _float_spin(d.lam, 0.0, 1e4, decimals=3, step=1.0)
         form.addRow("λ (constraint weight)", self.lam_spin)
-        self.p_spin = _float_spin(train.p, 0.0, 0.999, decimals=3, step=0.05)
+        self.p_spin = _float_spin(d.p, 0.0, 0.999, decimals=3, step=0.05)
         self.p_spin.setToolTip("target attention size: f_c = (1 - mean attention) - p <= 0")
         form.addRow("p (attention size)", self.p_spin)
-        self.t_spin = _float_spin(train.t, 0.01, 1e4, decimals=2, step=1.0)
+        self.t_spin = _float_spin(d.t, 0.01, 1e4, decimals=2, step=1.0)
         self.t_spin.setToolTip("extended log-barrier parameter t")
         form.addRow("t (log-barrier)", self.t_spin)
         self.resolution_combo = QComboBox()
         self.resolution_combo.addItems(["64", "128", "224"])
-        self.resolution_combo.setCurrentText(str(model.resolution))
+        self.resolution_combo.setCurrentText(str(d.resolution))
         self.resolution_combo.setToolTip("from scratch only: a starting model fixes it")
         form.addRow("Resolution", self.resolution_combo)
-        self.width_spin = _float_spin(model.width, 0.0625, 4.0, decimals=4, step=0.125)
+        self.width_spin = _float_spin(d.width, 0.0625, 4.0, decimals=4, step=0.125)
         self.width_spin.setToolTip("channel multiplier of the ResNet-18 VAE (from scratch only)")
         form.addRow("Width", self.width_spin)
         self.device_combo = device_combo()
@@ -218,14 +218,14 @@ class FineTuneWidget(JobHost, QWidget):
             return None
         self.result = None
         self.last_error = None
-        job = functools.partial(
-            finetune_job, data_dir=folder, out_dir=out, start=start,
+        settings = FineTuneSettings(
             iterations=self.iterations_spin.value(), lr=self.lr_spin.value(),
             lam=self.lam_spin.value(), p=self.p_spin.value(), t=self.t_spin.value(),
             batch_size=self.batch_spin.value(), device=self.device_combo.currentText(),
             resolution=int(self.resolution_combo.currentText()), width=self.width_spin.value(),
-            precision=self.precision_combo.currentText(),
-        )
+            precision=self.precision_combo.currentText())
+        job = functools.partial(finetune_job, data_dir=folder, out_dir=out, start=start,
+                                settings=settings)
         self.plot.reset()
         self.progress.setRange(0, self.iterations_spin.value())
         self.progress.setValue(0)
