@@ -25,7 +25,7 @@ __all__ = [
     "ResultRegistry",
     "is_result_layer",
     "set_image_data",
-    "zero_labels",
+    "zero_layer",
 ]
 
 #: Layer roles (``metadata["cavlog"]["role"]``) of layers made by the widget, never analysed.
@@ -127,14 +127,14 @@ class ResultRegistry:
         if results.anomaly is None or results.anomaly not in layers:
             results.anomaly = self._insert(_new_anomaly(source, shape, opacity), above=source)
         else:
-            _zero_image(results.anomaly, shape)
+            zero_layer(results.anomaly, shape, np.float32)
             results.anomaly.contrast_limits = (0.0, 1.0)
         if results.mask is None or results.mask not in layers:
             results.mask = self._insert(_new_mask(source, shape), above=results.anomaly)
         else:
-            zero_labels(results.mask, shape)
+            zero_layer(results.mask, shape)
         if results.errors is not None and results.errors in layers:
-            zero_labels(results.errors, shape)
+            zero_layer(results.errors, shape)
         for layer in (source, *results.layers()):
             layer.visible = True
         return results
@@ -188,23 +188,15 @@ def _new_mask(source: Any, shape: tuple[int, ...]) -> Any:
     return layer
 
 
-def _zero_image(layer: Any, shape: tuple[int, ...]) -> None:
+def zero_layer(layer: Any, shape: tuple[int, ...], dtype: Any = np.uint8) -> None:
+    """Zero a layer's array in place (a new array only when shape or dtype changed): replacing
+    the array of a shown layer churns GPU textures."""
     data = layer.data
-    if isinstance(data, np.ndarray) and data.shape == shape and data.dtype == np.float32:
+    if isinstance(data, np.ndarray) and data.shape == shape and data.dtype == dtype:
         data[...] = 0
         layer.refresh()
     else:
-        layer.data = np.zeros(shape, dtype=np.float32)
-
-
-def zero_labels(layer: Any, shape: tuple[int, ...]) -> None:
-    """Zero a labels layer in place (a new array only when the shape changed)."""
-    data = layer.data
-    if isinstance(data, np.ndarray) and data.shape == shape and data.dtype == np.uint8:
-        data[...] = 0
-        layer.refresh()
-    else:
-        layer.data = np.zeros(shape, dtype=np.uint8)
+        layer.data = np.zeros(shape, dtype=dtype)
 
 
 def set_image_data(layer: Any, values: np.ndarray) -> None:

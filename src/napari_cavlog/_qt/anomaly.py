@@ -54,6 +54,7 @@ from .common import (
     device_combo,
     fit_scroll_width,
     job_controls,
+    model_combo,
     precision_combo,
     refill_combo,
     scrolling_layout,
@@ -144,10 +145,7 @@ class AnomalyWidget(JobHost, QWidget):
 
         model = QGroupBox("Model")
         form = QFormLayout(model)
-        self.model_combo = QComboBox()
-        self.model_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(14)
+        self.model_combo = model_combo()
         self.open_button = QPushButton("Open…")
         self.open_button.setToolTip("add a checkpoint file (cavlog train / finetune output)")
         self.open_button.clicked.connect(self._pick_checkpoint)

@@ -23,7 +23,8 @@ from qtpy.QtWidgets import (
 
 __all__ = [
     "JobControls", "JobHost", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
-    "job_controls", "precision_combo", "refill_combo", "scrolling_layout", "wait_until",
+    "job_controls", "model_combo", "precision_combo", "refill_combo", "scrolling_layout",
+    "wait_until",
 ]
 
 NONE_ITEM = "(none)"
@@ -95,6 +96,14 @@ def device_combo() -> QComboBox:
     combo = QComboBox()
     combo.addItems(["auto", *available_devices()])
     combo.setToolTip("auto picks CUDA, then MPS, then the CPU")
+    return combo
+
+
+def model_combo() -> QComboBox:
+    """A model menu that elides long checkpoint names instead of widening the dock."""
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(14)
     return combo
 
 

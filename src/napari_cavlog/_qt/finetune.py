@@ -36,6 +36,7 @@ from .common import (
     device_combo,
     fit_scroll_width,
     job_controls,
+    model_combo,
     precision_combo,
     refill_combo,
     scrolling_layout,
@@ -98,10 +99,7 @@ class FineTuneWidget(JobHost, QWidget):
 
         params = QGroupBox("Training")
         form = QFormLayout(params)
-        self.model_combo = QComboBox()
-        self.model_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setMinimumContentsLength(14)
+        self.model_combo = model_combo()
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
         form.addRow("Start from", self.model_combo)
         self.iterations_spin = QSpinBox()
