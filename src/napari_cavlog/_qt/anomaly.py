@@ -238,12 +238,6 @@ class AnomalyWidget(JobHost, QWidget):
         self._update_preset_buttons()
 
     # ------------------------------------------------------------------ models
-    def _refresh_models_safe(self) -> None:
-        try:
-            self._refresh_models()
-        except RuntimeError:  # the Qt object is gone (widget closed)
-            session_models.unsubscribe(self._models_listener)
-
     def _refresh_models(self) -> None:
         demo = demo_checkpoint_path()
         first = (("Demo model (synthetic data)", str(demo)) if demo.is_file()

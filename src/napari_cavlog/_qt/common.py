@@ -254,6 +254,16 @@ class JobHost:
             wait_until(lambda: self._worker is None)
         return worker
 
+    def _refresh_models_safe(self) -> None:
+        """Session-model listener: refill the model menu (``_refresh_models``), or unsubscribe
+        once the widget's Qt object is gone."""
+        from .._models import session_models
+
+        try:
+            self._refresh_models()  # type: ignore[attr-defined]
+        except RuntimeError:  # the Qt object is gone (widget closed)
+            session_models.unsubscribe(self._models_listener)  # type: ignore[attr-defined]
+
     def cancel(self) -> None:
         """Stop the running job at its next step; what was already done stays."""
         if self._worker is not None:

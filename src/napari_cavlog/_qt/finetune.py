@@ -155,12 +155,6 @@ class FineTuneWidget(JobHost, QWidget):
             self.output_edit.setText(path)
 
     # ------------------------------------------------------------------ models
-    def _refresh_models_safe(self) -> None:
-        try:
-            self._refresh_models()
-        except RuntimeError:  # the Qt object is gone (widget closed)
-            session_models.unsubscribe(self._models_listener)
-
     def _refresh_models(self) -> None:
         demo = demo_checkpoint_path()
         items = [("Demo model (synthetic data)", str(demo))] if demo.is_file() else []
