@@ -9,4 +9,4 @@ timeout 210 python3 scripts/train_demo_weights.py --device cuda --subjects 30 --
   --out "$OUT/demo.pt" --data /tmp/synth --run /tmp/run 2>&1 | tee "$OUT/demo_weights.log"
 cp /tmp/run/log.jsonl "$OUT/demo_weights_log.jsonl" 2>/dev/null
 timeout 30 python3 benchmarks/bench_train.py --resolution 224 --width 1 --device cuda --iterations 20
-timeout 60 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py 2>&1 | tail -4
+timeout 60 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/core/test_cuda.py 2>&1 | tail -4

@@ -12,7 +12,7 @@ import pytest
 from cavlog_core import cli
 from cavlog_core.data.io import find_cases, load_case
 from cavlog_core.errors import CavlogError, InputFileError
-from conftest import LPS_AFFINE, phantom, write_nifti
+from helpers import LPS_AFFINE, phantom, write_nifti
 
 SHAPE = (16, 14, 8)
 

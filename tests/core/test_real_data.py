@@ -11,7 +11,7 @@ from cavlog_core.data.brainmask import compute_brain_mask
 from cavlog_core.data.io import find_cases, load_case, save_like
 from cavlog_core.data.preprocess import prepare_slices, select_slices
 from cavlog_core.data.splits import keep_for_evaluation
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA
 
 pytestmark = [
     pytest.mark.realdata,

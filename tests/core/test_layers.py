@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "src" / "cavlog_core"
+ROOT = Path(__file__).resolve().parents[2] / "src" / "cavlog_core"
 
 #: Layer of each top-level unit of cavlog_core (a subpackage or a module), lowest first.
 LAYERS: dict[str, int] = {

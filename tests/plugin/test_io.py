@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("napari", reason="napari is not installed (pip install napari-cavlog[napari])")
 
-from conftest import LPS_AFFINE, phantom, write_nifti
+from helpers import LPS_AFFINE, phantom, write_nifti
 from napari_cavlog._orient import from_display, to_display
 from napari_cavlog._reader import get_reader
 from napari_cavlog._writer import write_image, write_labels

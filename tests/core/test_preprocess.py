@@ -16,7 +16,7 @@ from cavlog_core.data.preprocess import (
     select_slices,
 )
 from cavlog_core.errors import CavlogError
-from conftest import phantom, write_nifti
+from helpers import phantom, write_nifti
 
 
 # ------------------------------------------------------------------------------- intensities

@@ -22,8 +22,7 @@ import pytest
 import torch
 
 import cavlog_core.cli as cli
-from conftest import phantom, write_nifti
-from test_predict import CONFIG
+from helpers import CONFIG, phantom, write_nifti
 
 OUTCOMES: Counter = Counter()
 SHAPE = (24, 20, 12)

@@ -10,7 +10,7 @@ from scipy import ndimage
 from cavlog_core.data.brainmask import compute_brain_mask, fill_holes_axial
 from cavlog_core.data.io import CaseFiles, case_from_arrays, find_cases, load_case, save_like
 from cavlog_core.errors import CavlogError
-from conftest import LPS_AFFINE, phantom, write_nifti
+from helpers import LPS_AFFINE, phantom, write_nifti
 
 # A permuted, flipped, anisotropic affine: array axes (i, j, k) are (A->P, S, L->R... ) etc.
 PERMUTED = np.array([[0.0, 0, -3.0, 50], [2.0, 0, 0, -20], [0, -1.5, 0, 10], [0, 0, 0, 1]])

@@ -18,7 +18,7 @@ import pytest
 from cavlog_core import cli
 from cavlog_core.data import find_cases
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: Appended per subcommand: tiny volumes, models and budgets, the CPU.
 _SMALL = {

@@ -20,7 +20,7 @@ from cavlog_core.evaluate import ORACLE_NOTE, evaluate, run_evaluate
 from cavlog_core.maps.normalize import normalize_maps
 from cavlog_core.methods import get_method
 from cavlog_core.metrics import binary_scores, pixel_metrics
-from test_predict import CONFIG, ImageIsTheMap
+from helpers import CONFIG, ImageIsTheMap
 
 SHAPE = (30, 28, 12)
 THRESHOLDS = {"healthy_p85": 0.35, "healthy_p95": 0.55}

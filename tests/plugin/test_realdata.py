@@ -14,7 +14,7 @@ from napari_cavlog import AnomalyWidget, session_models
 from napari_cavlog._orient import to_display
 from napari_fixtures import add_case, make_tiny_checkpoint
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 BRATS2013 = SHARED / "brats2013" / "BraTS2013_HG_0004"
 BRATS2023 = SHARED / "brats2023-no-seg" / "BraTS-GLI-00001-000"
 

@@ -43,7 +43,7 @@ def test_cli_predict_writes_the_lesion_table(tmp_path, make_case, capsys):
     from cavlog_core.cli import main
     from cavlog_core.data import load_case
     from cavlog_core.methods import get_method
-    from test_predict import CONFIG
+    from helpers import CONFIG
 
     torch.manual_seed(0)
     method = get_method("constrained")(CONFIG)

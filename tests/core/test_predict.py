@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -13,41 +11,11 @@ from torch import nn
 import cavlog_core.cli as cli
 from cavlog_core._progress import drain
 from cavlog_core.checkpoint import LoadedCheckpoint, save_checkpoint
-from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays, load_case
 from cavlog_core.errors import CavlogError
 from cavlog_core.inference.predict import inference_modules, predict, predict_volume
 from cavlog_core.methods import get_method
-from cavlog_core.methods.base import Method
-from conftest import phantom
-
-RES = 64
-CONFIG = RunConfig(preprocess=PreprocessConfig(resolution=RES, mask_erosion=1),
-                   model=ModelConfig(resolution=RES, width=0.125))
-
-
-class ImageIsTheMap(Method):
-    """Test double: the anomaly map is an affine function of the image (no ``name``, so the
-    registry never sees it)."""
-
-    description: ClassVar[str] = "test double"
-
-    def build(self) -> nn.ModuleDict:
-        bn = nn.BatchNorm2d(1)
-        bn.running_mean.fill_(0.25)
-        bn.running_var.fill_(4.0)
-        with torch.no_grad():
-            bn.weight.fill_(3.0)
-            bn.bias.fill_(-1.0)
-        conv = nn.Conv2d(1, 1, 1, bias=False)
-        nn.init.ones_(conv.weight)
-        return nn.ModuleDict({"model": nn.Sequential(conv, bn)}).eval()
-
-    def training_step(self, modules, optimizers, batch, iteration):  # pragma: no cover
-        raise NotImplementedError
-
-    def anomaly_maps(self, modules, images, brain):
-        return modules["model"](images)
+from helpers import CONFIG, RES, ImageIsTheMap, phantom
 
 
 def _fake_checkpoint() -> LoadedCheckpoint:

@@ -258,7 +258,7 @@ def test_reader_preference_is_added_once_and_never_overrides_the_user():
 
 
 def test_both_napari_manifests_are_the_same():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert (root / "napari.yaml").read_text() == \
         (root / "src" / "napari_cavlog" / "napari.yaml").read_text()
 
