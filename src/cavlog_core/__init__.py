@@ -37,6 +37,8 @@ _LAZY = {
     "CaseFiles": "cavlog_core.data.io",
     "get_method": "cavlog_core.methods",
     "list_methods": "cavlog_core.methods",
+    "drain": "cavlog_core._progress",
+    "run_evaluate": "cavlog_core.evaluate",
 }
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Every command of the README's "Command line" block runs, on a tiny synthetic dataset.
+"""Every command of the README's "Command line" block runs, on a tiny synthetic dataset, and
+so does its Python API example.
 
 The commands are read from README.md itself, so an example that drifts from the CLI fails here.
 Paths are moved into ``tmp_path`` and the compute knobs are made tiny by *appending* options
@@ -47,6 +48,12 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
+def python_example() -> str:
+    """The ``python`` block of the README's "Python API" section."""
+    section = README.read_text(encoding="utf-8").split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
 def test_readme_block_lists_every_subcommand():
     used = {words[0] for words in readme_commands()}
     assert used == set(cli.SUBCOMMANDS), "the README's command block should show each command"
@@ -68,6 +75,11 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
         code = cli.main(argv)
         out = capsys.readouterr()
         assert code == 0, f"cavlog {' '.join(words)}\n{out.out[-2000:]}\n{out.err[-2000:]}"
+    # The Python API example, with its placeholder case made real.
+    code = python_example().replace("BraTS19_XXX/", placeholders["path/to/BraTS_case/"])
+    exec(compile(code, "README.md (Python API)", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("1 /") and printed[-1].startswith("(")
     assert Path("runs/r1/checkpoint.pt").is_file() and Path("runs/r1_ft/checkpoint.pt").is_file()
     assert Path("runs/r1/report.json").is_file() and Path("runs/r1_site.pt").is_file()
     assert list(Path("preds").glob("*_lesions.csv")) and list(Path("bench").glob("summary*.md"))
