@@ -65,6 +65,25 @@ def volume_seconds(loaded: LoadedCheckpoint, case: Any, *, precision: str, devic
     return best
 
 
+def folder_seconds(loaded: LoadedCheckpoint, folder: Path, out: Path, *, prefetch: bool,
+                   device: str, precision: str) -> float:
+    """``cavlog predict``'s loop over a folder: read, infer, write map + mask + lesion CSV."""
+    import numpy as np
+
+    from cavlog_core.data.io import find_cases, iter_loaded_cases, save_like
+    from cavlog_core.lesions import find_lesions, write_lesions_csv
+
+    tic = time.perf_counter()
+    for case in iter_loaded_cases(find_cases(folder), prefetch=prefetch):
+        result = drain(predict_volume(loaded, case, device=device, precision=precision))
+        mask = (result.anomaly >= 0.5) & case.brain_mask
+        save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
+        save_like(mask.astype(np.uint8), case, out / f"{case.case_id}_mask.nii.gz")
+        write_lesions_csv(find_lesions(mask, affine=case.affine, scores=result.anomaly),
+                          out / f"{case.case_id}_lesions.csv")
+    return time.perf_counter() - tic
+
+
 def onednn_kernel() -> str:
     """The implementation oneDNN reports for a bf16 convolution here (``jit_bf16:...``)."""
     conv = torch.nn.Conv2d(16, 16, 3, padding=1)
@@ -140,6 +159,25 @@ def main() -> int:
         fp32 = volume_seconds(loaded, case, precision="fp32", device="cpu", repeats=args.repeats)
         bf16 = volume_seconds(loaded, case, precision="bf16", device="cpu", repeats=args.repeats)
         report(f"cpu volume {label}", bf16, fp32, "s", "bf16 vs fp32, one 240x240x155 volume")
+    if DEMO.is_file():
+        from cavlog_core.data.synth import write_subject
+
+        n = 6 if args.quick else 20
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "cases"
+            for k in range(n):
+                write_subject(generate_subject(100 + k, (240, 240, 155)), folder / f"S{k:02d}",
+                              f"S{k:02d}")
+            demo = load_checkpoint(DEMO)
+            times = {}
+            for prefetch in (False, True):
+                out_dir = Path(tmp) / f"out{prefetch}"
+                out_dir.mkdir()
+                times[prefetch] = folder_seconds(demo, folder, out_dir, prefetch=prefetch,
+                                                 device="cpu", precision="auto")
+        report(f"cpu folder of {n} volumes (demo)", times[True], times[False], "s",
+               f"next scan decoded on a thread vs in turn; {n / times[True]:.2f} volumes/s "
+               "with decode and writing")
     out["machine"]["onednn_bf16_conv"] = onednn_kernel()
     print(f"oneDNN bf16 convolution kernel: {out['machine']['onednn_bf16_conv']}")
     if DEMO.is_file():

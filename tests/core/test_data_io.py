@@ -164,3 +164,23 @@ def test_brain_mask_noisy_background_uses_otsu():
     brain = sum(g**2 for g in grids) < 0.7
     noisy = np.where(brain, 300.0, 5.0) + rng.normal(0, 3, brain.shape)  # no constant value
     np.testing.assert_array_equal(compute_brain_mask(noisy), brain)
+
+
+def test_iter_loaded_cases_prefetches_in_order_and_raises_in_place(make_case, tmp_path):
+    from cavlog_core.data.io import iter_loaded_cases
+
+    root = tmp_path / "data"
+    for i in range(3):
+        make_case(f"C{i}", root=root, seed=i)
+    (root / "C1" / "C1_flair.nii.gz").write_bytes(b"not a NIfTI file")  # the middle one is bad
+    files = find_cases(root)
+    seen = []
+    with pytest.raises(CavlogError, match="C1_flair"):
+        for case in iter_loaded_cases(files):
+            seen.append(case.case_id)
+    assert seen == ["C0"]  # the cases before the bad one were yielded, in order
+    make_case("C1", root=root, seed=1)
+    for prefetch in (True, False):
+        got = list(iter_loaded_cases(find_cases(root), prefetch=prefetch))
+        assert [c.case_id for c in got] == ["C0", "C1", "C2"]
+        np.testing.assert_array_equal(got[2].flair, load_case(root / "C2").flair)

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from .._atomic import remove_stale_temporaries
     from .._lock import folder_lock
     from ..checkpoint import load_checkpoint
-    from ..data.io import find_cases
+    from ..data.io import find_cases, iter_loaded_cases
     from ..device import resolve_device, warn_if_cpu_fallback
     from ..maps.thresholds import parse_threshold
 
@@ -66,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
     # The folder is created (and locked against a second predict) only once the inputs are good.
     with folder_lock(args.out, what="another cavlog predict"):
         remove_stale_temporaries(args.out)
-        for files in cases:
-            _predict_case(args, files, loaded, device, threshold, label)
+        # The next scan is decoded on a thread while this one is computed and written.
+        for case in iter_loaded_cases(cases):
+            _predict_case(args, case, loaded, device, threshold, label)
     return 0
 
 
-def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: float,
+def _predict_case(args: argparse.Namespace, case, loaded, device, threshold: float,
                   label: str) -> None:
     import warnings
 
@@ -79,11 +80,10 @@ def _predict_case(args: argparse.Namespace, files, loaded, device, threshold: fl
     from tqdm import tqdm
 
     from .._progress import drain
-    from ..data.io import load_case, save_like
+    from ..data.io import save_like
     from ..inference.predict import predict_volume
     from ..lesions import find_lesions, write_lesions_csv
 
-    case = load_case(files)
     t0 = time.perf_counter()
     gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device,
                          precision=args.precision)

@@ -21,7 +21,7 @@ import os
 import re
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ __all__ = [
     "NiftiGeometry",
     "case_from_arrays",
     "find_cases",
+    "iter_loaded_cases",
     "load_case",
     "save_like",
 ]
@@ -596,3 +597,26 @@ def save_like(array: np.ndarray, like: Case | NiftiGeometry, path: str | Path) -
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return path
+
+
+def iter_loaded_cases(cases: Sequence[CaseFiles], *, prefetch: bool = True) -> Iterator[Case]:
+    """:func:`load_case` of each case in order, the next one read on a background thread.
+
+    While the caller works on case ``k`` (inference, writing outputs), case ``k + 1`` is decoded
+    (gzip and NIfTI decoding release the GIL), so a folder is not read and computed in turn. An
+    unreadable case raises its :class:`CavlogError` when the caller reaches it, as a plain loop
+    would; stopping early (``close()``) waits for the read in flight and discards it.
+    """
+    if not prefetch or len(cases) < 2:
+        for files in cases:
+            yield load_case(files)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavlog-read") as pool:
+        pending = pool.submit(load_case, cases[0])
+        for k in range(len(cases)):
+            current = pending.result()
+            if k + 1 < len(cases):
+                pending = pool.submit(load_case, cases[k + 1])
+            yield current
