@@ -72,11 +72,12 @@ def folder_seconds(loaded: LoadedCheckpoint, folder: Path, out: Path, *, prefetc
 
     from cavlog_core.data.io import find_cases, iter_loaded_cases, save_like
     from cavlog_core.lesions import find_lesions, write_lesions_csv
+    from cavlog_core.maps import mask_in_brain
 
     tic = time.perf_counter()
     for case in iter_loaded_cases(find_cases(folder), prefetch=prefetch):
         result = drain(predict_volume(loaded, case, device=device, precision=precision))
-        mask = (result.anomaly >= 0.5) & case.brain_mask
+        mask = mask_in_brain(result.anomaly, case.brain_mask, 0.5)
         save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
         save_like(mask.astype(np.uint8), case, out / f"{case.case_id}_mask.nii.gz")
         write_lesions_csv(find_lesions(mask, affine=case.affine, scores=result.anomaly),

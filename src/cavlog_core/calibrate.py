@@ -30,6 +30,7 @@ from .device import resolve_device
 from .errors import CavlogError
 from .inference.predict import predict_volume
 from .lesions import MIN_LESION_KEY, find_lesions, healthy_component_volume
+from .maps.thresholds import mask_in_brain
 from .training.events import TrainEvent
 from .training.fit import _as_slices, _validate
 
@@ -157,7 +158,7 @@ def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,
         brain = np.asarray(case.brain_mask, dtype=bool)
         clean = np.ones(brain.shape[2], dtype=bool) if case.seg is None \
             else ~(np.asarray(case.seg) > 0).any(axis=(0, 1))
-        mask = brain & (np.asarray(result.anomaly) >= threshold) & clean[None, None, :]
+        mask = mask_in_brain(result.anomaly, brain, threshold) & clean[None, None, :]
         table = find_lesions(mask, affine=case.affine)
         volumes.extend(les.volume_ml for les in table.lesions)
         yield TrainEvent(0, 0, 0, "prepare", {"lesion_cases_done": k + 1,

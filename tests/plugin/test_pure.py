@@ -56,8 +56,11 @@ def _scan(seed: int = 0, shape=(12, 20, 24)):
 def test_threshold_cache_equals_core_binary_scores(threshold):
     anomaly, brain, gt = _scan()
     cache = ThresholdCache(anomaly, brain, gt)
+    from cavlog_core.maps import mask_in_brain
+
     mask = cache.mask(threshold)
-    expected_mask = brain & (anomaly >= threshold)
+    expected_mask = mask_in_brain(anomaly, brain, threshold)  # the one definition, in the core
+    assert np.array_equal(expected_mask, brain & (anomaly >= threshold))
     assert mask.dtype == np.uint8
     np.testing.assert_array_equal(mask.astype(bool), expected_mask)
     assert cache.metrics(threshold) == pytest.approx(binary_scores(expected_mask, gt), abs=1e-12)

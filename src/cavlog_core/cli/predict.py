@@ -83,6 +83,7 @@ def _predict_case(args: argparse.Namespace, case, loaded, device, threshold: flo
     from ..data.io import save_like
     from ..inference.predict import predict_volume
     from ..lesions import find_lesions, write_lesions_csv
+    from ..maps.thresholds import mask_in_brain
 
     t0 = time.perf_counter()
     gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device,
@@ -100,7 +101,7 @@ def _predict_case(args: argparse.Namespace, case, loaded, device, threshold: flo
         warnings.warn(f"{case.case_id}: the anomaly map is constant inside the brain "
                       f"({float(brain_values[0]):g}); the model gives no usable map",
                       RuntimeWarning, stacklevel=1)
-    mask = (result.anomaly >= threshold) & case.brain_mask
+    mask = mask_in_brain(result.anomaly, case.brain_mask, threshold)
     out: Path = args.out
     map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
     mask_path = save_like(mask.astype(np.uint8), case, out / f"{case.case_id}_mask.nii.gz")

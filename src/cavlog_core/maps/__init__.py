@@ -10,6 +10,7 @@ from .thresholds import (
     fpr_key,
     healthy_fpr_thresholds,
     healthy_thresholds,
+    mask_in_brain,
     parse_threshold,
     threshold_strategies,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "fpr_key",
     "healthy_fpr_thresholds",
     "healthy_thresholds",
+    "mask_in_brain",
     "normalize_maps",
     "parse_threshold",
     "threshold_strategies",

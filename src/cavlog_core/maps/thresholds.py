@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,6 +27,7 @@ __all__ = [
     "healthy_fpr_thresholds",
     "healthy_key",
     "healthy_thresholds",
+    "mask_in_brain",
     "parse_threshold",
     "threshold_strategies",
 ]
@@ -214,3 +216,17 @@ def threshold_strategies(
     for key in sorted(fpr, key=lambda k: -float(k[len("healthy_fpr"):])):
         out[key] = fpr[key]
     return out
+
+
+def mask_in_brain(anomaly: np.ndarray, brain: np.ndarray, threshold: float) -> np.ndarray:
+    """The segmentation at ``threshold``: ``brain & (anomaly >= threshold)`` (bool, same shape).
+
+    The one definition used by ``cavlog predict``, calibration, evaluation's operating points
+    and the plugin (whose ``ThresholdCache.mask`` is a faster equal form, tested): a voxel is
+    anomalous when it is inside the brain and its normalised map value is at least the
+    threshold.
+    """
+    anomaly, brain = np.asarray(anomaly), np.asarray(brain, dtype=bool)
+    if anomaly.shape != brain.shape:
+        raise CavlogError(f"mask_in_brain: map {anomaly.shape} and brain {brain.shape} differ")
+    return brain & (anomaly >= threshold)
