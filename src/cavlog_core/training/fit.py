@@ -337,32 +337,71 @@ def _fit_locked(config: RunConfig, data: Any, *, out_dir: Path, resume: bool,
             torch.distributed.destroy_process_group()
 
 
-def _fit(
-    config: RunConfig, data: Any, *, out_dir: Path, payload: dict | None,
-    init_checkpoint: str | Path | None, val_data: Any, cache_dir: str | Path | None,
-    device: torch.device, info: DistInfo,
-) -> Generator[TrainEvent, None, FitResult]:
-    train_cfg = config.train
-    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
-    method = get_method(train_cfg.method)(config)
-    if info.world_size > train_cfg.batch_size:
-        raise CavlogError(f"batch_size={train_cfg.batch_size} is smaller than the "
-                          f"{info.world_size} DDP processes")
+@dataclasses.dataclass(eq=False)
+class _RunDir:
+    """The run folder: ``config.json``, the ``log.jsonl`` history and the checkpoint.
 
-    train_arrays, val_arrays = yield from _prepare_data(config, data, val_data, cache_dir, info)
+    Only rank 0 writes. Every checkpoint is written atomically by :func:`save_checkpoint`.
+    """
+
+    out_dir: Path
+    info: DistInfo
+    ckpt_path: Path = dataclasses.field(init=False)
+    log_path: Path = dataclasses.field(init=False)
+    _log_file: Any = dataclasses.field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.ckpt_path = self.out_dir / CHECKPOINT_NAME
+        self.log_path = self.out_dir / LOG_NAME
+
+    def open(self, config: RunConfig, *, resumed: bool) -> None:
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out_dir / CONFIG_NAME,
+                              json.dumps(config.to_dict(), indent=2) + "\n")
+            self._log_file = open(self.log_path, "a" if resumed else "w", encoding="utf-8")
+
+    def log(self, event: TrainEvent) -> None:
+        if self._log_file is not None:
+            self._log_file.write(json.dumps(json_safe(event.to_json())) + "\n")
+            self._log_file.flush()
+
+    def save(self, *, method: Method, modules: nn.ModuleDict, optimizers: dict, iteration: int,
+             total: int, thresholds: dict[str, float], share: float | None, device: torch.device,
+             extra: dict[str, Any]) -> None:
+        if self.info.is_main:
+            save_checkpoint(self.ckpt_path, method=method, modules=modules, optimizers=optimizers,
+                            iteration=iteration, total_iterations=total, thresholds=thresholds,
+                            healthy_fc_satisfied=share, rng=_rng_state(device), extra=extra)
+
+    def close(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+def _train_and_val(config: RunConfig, data: Any, train_arrays: Any,
+                   val_arrays: Any, device: torch.device) -> tuple[_Slices, _Slices]:
+    """Training slices (pinned on CUDA) and validation slices (a fixed sample of the training
+    ones when the data have no healthy validation slice)."""
     res = config.model.resolution
     train = _as_slices(train_arrays, res, "training data")
     if len(train) == 0:
         raise CavlogError(f"{data}: no healthy (lesion-free) slices to train on")
     val = _as_slices(val_arrays, res, "validation data") if val_arrays is not None else None
     if val is None or len(val) == 0:
-        g = torch.Generator().manual_seed(_seed_for(train_cfg.seed, 2))
+        g = torch.Generator().manual_seed(_seed_for(config.train.seed, 2))
         pick = torch.randperm(len(train), generator=g)[:MAX_FALLBACK_VALIDATION_SLICES]
         val = _Slices(train.images[pick], train.brain[pick])
     if device.type == "cuda":
         train = _Slices(train.images.pin_memory(), train.brain.pin_memory())
+    return train, val
 
-    torch.manual_seed(_seed_for(train_cfg.seed, 0))  # same initial weights for a given seed
+
+def _build_modules(method: Method, config: RunConfig, *, payload: dict | None, ckpt_path: Path,
+                   init_checkpoint: str | Path | None, device: torch.device) -> nn.ModuleDict:
+    """The method's modules, seeded, with the resumed or the starting checkpoint's weights."""
+    torch.manual_seed(_seed_for(config.train.seed, 0))  # same initial weights for a given seed
     modules = method.build()
     if payload is not None:
         load_weights(ckpt_path, payload, modules)
@@ -376,16 +415,41 @@ def _fit(
     if device.type == "cuda":
         modules.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
+    return modules
+
+
+def _restore_optimizers(method: Method, modules: nn.ModuleDict, payload: dict | None,
+                        ckpt_path: Path) -> tuple[dict, int]:
+    """The method's optimisers (their stored states when resuming) and the first iteration."""
     optimizers = method.optimizers(modules)
-    start = 0
-    if payload is not None:
-        stored = payload.get("optimizers", {})
-        if set(stored) != set(optimizers):
-            raise CavlogError(f"{ckpt_path}: optimiser states {sorted(stored)} do not match "
-                              f"{sorted(optimizers)}")
-        for name, opt in optimizers.items():
-            opt.load_state_dict(stored[name])
-        start = int(payload.get("iteration", 0))
+    if payload is None:
+        return optimizers, 0
+    stored = payload.get("optimizers", {})
+    if set(stored) != set(optimizers):
+        raise CavlogError(f"{ckpt_path}: optimiser states {sorted(stored)} do not match "
+                          f"{sorted(optimizers)}")
+    for name, opt in optimizers.items():
+        opt.load_state_dict(stored[name])
+    return optimizers, int(payload.get("iteration", 0))
+
+
+def _fit(
+    config: RunConfig, data: Any, *, out_dir: Path, payload: dict | None,
+    init_checkpoint: str | Path | None, val_data: Any, cache_dir: str | Path | None,
+    device: torch.device, info: DistInfo,
+) -> Generator[TrainEvent, None, FitResult]:
+    train_cfg = config.train
+    run = _RunDir(out_dir, info)
+    method = get_method(train_cfg.method)(config)
+    if info.world_size > train_cfg.batch_size:
+        raise CavlogError(f"batch_size={train_cfg.batch_size} is smaller than the "
+                          f"{info.world_size} DDP processes")
+
+    train_arrays, val_arrays = yield from _prepare_data(config, data, val_data, cache_dir, info)
+    train, val = _train_and_val(config, data, train_arrays, val_arrays, device)
+    modules = _build_modules(method, config, payload=payload, ckpt_path=run.ckpt_path,
+                             init_checkpoint=init_checkpoint, device=device)
+    optimizers, start = _restore_optimizers(method, modules, payload, run.ckpt_path)
     train_modules = wrap_ddp(modules, info, device)
 
     bs = train_cfg.batch_size
@@ -398,25 +462,16 @@ def _fit(
              "data": str(data) if isinstance(data, (str, Path)) else type(data).__name__,
              "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)}
 
-    log_file = None
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
-        log_file = open(log_path, "a" if payload is not None else "w", encoding="utf-8")
-
-    def log(event: TrainEvent) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(json_safe(event.to_json())) + "\n")
-            log_file.flush()
-
     def save(iteration: int, thresholds: dict[str, float], share: float | None,
              finished: bool) -> None:
-        if info.is_main:
-            save_checkpoint(ckpt_path, method=method, modules=modules, optimizers=optimizers,
-                            iteration=iteration, total_iterations=total, thresholds=thresholds,
-                            healthy_fc_satisfied=share, rng=_rng_state(device),
-                            extra={**extra, "finished": finished})
+        run.save(method=method, modules=modules, optimizers=optimizers, iteration=iteration,
+                 total=total, thresholds=thresholds, share=share, device=device,
+                 extra={**extra, "finished": finished})
 
+    def checkpoint_due(it: int) -> bool:  # a periodic checkpoint after iteration it + 1
+        return (it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total
+
+    run.open(config, resumed=payload is not None)
     try:
         lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"] if optimizers else 0.0
         saved_any = payload is not None
@@ -437,9 +492,9 @@ def _fit(
             logs = all_reduce_mean({k: float(v) for k, v in logs.items()}, info, device)
             speed = len(epoch_batches[1][step]) / max(time.perf_counter() - tic, 1e-9)
             ips = speed if it == start else 0.9 * ips + 0.1 * speed
-            phase = "warmup" if it < train_cfg.warmup_iterations else "constrained"
             event = TrainEvent(
-                iteration=it + 1, total_iterations=total, epoch=epoch, phase=phase,
+                iteration=it + 1, total_iterations=total, epoch=epoch,
+                phase="warmup" if it < train_cfg.warmup_iterations else "constrained",
                 losses=logs, mean_fc=float(logs.get("mean_fc", float("nan"))),
                 barrier_active=bool(logs.get("barrier_active", 0.0) > 0),
                 images_per_s=ips, lr=lr,
@@ -447,15 +502,15 @@ def _fit(
             )
             loss = logs.get("loss", 0.0)
             if not math.isfinite(loss):
-                log(event)
-                kept = f"the last good checkpoint {ckpt_path} is kept" if saved_any \
+                run.log(event)
+                kept = f"the last good checkpoint {run.ckpt_path} is kept" if saved_any \
                     else "no checkpoint was written yet"
                 raise CavlogError(f"iteration {it + 1}: the loss is {loss} (NaN/Inf); training "
                                   f"stopped ({kept}); try a lower --lr or --lam")
             if (it + 1) % train_cfg.log_every == 0 or it == start or it + 1 == total:
-                log(event)
+                run.log(event)
             # Save before yielding: a consumer that stops after event k finds checkpoint k.
-            if (it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total:
+            if checkpoint_due(it):
                 save(it + 1, {}, None, finished=False)
                 saved_any = True
             try:
@@ -463,7 +518,7 @@ def _fit(
             except GeneratorExit:
                 # The consumer stopped (GUI cancel, Ctrl-C in a loop): leave a resumable
                 # checkpoint of every completed iteration, then let the generator close.
-                if not ((it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total):
+                if not checkpoint_due(it):
                     save(it + 1, {}, None, finished=False)
                 raise
 
@@ -476,14 +531,13 @@ def _fit(
             summary["healthy_fc_satisfied"] = share
         done = TrainEvent(total, total, max(0, total - 1) // steps_per_epoch, "done", summary,
                           images_per_s=ips, lr=lr)
-        log(done)
+        run.log(done)
         yield done
         barrier(info)
     finally:
-        if log_file is not None:
-            log_file.close()
-    return FitResult(checkpoint_path=ckpt_path, iterations=total, healthy_fc_satisfied=share,
-                     thresholds=thresholds, history_path=log_path)
+        run.close()
+    return FitResult(checkpoint_path=run.ckpt_path, iterations=total, healthy_fc_satisfied=share,
+                     thresholds=thresholds, history_path=run.log_path)
 
 
 def run_fit(config: RunConfig, data: Any, **kwargs: Any) -> FitResult:
