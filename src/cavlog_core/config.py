@@ -17,6 +17,11 @@ _SLICES_RE = re.compile(r"^(central:\d+|brain)$")
 
 Constraint = Literal["barrier", "l2", "pixel-l1", "none"]
 Recon = Literal["bce", "l2", "ssim"]
+#: ``TrainConfig.constraint`` choices: the extended log-barrier (the paper), an image-level L2
+#: penalty, CAVGA's pixel-level L1 expansion loss, or none.
+CONSTRAINTS: tuple[str, ...] = ("barrier", "l2", "pixel-l1", "none")
+#: ``TrainConfig.recon`` choices: the VAE's reconstruction loss.
+RECONS: tuple[str, ...] = ("bce", "l2", "ssim")
 
 #: ``ModelConfig.cam_weights``: how the attention is formed from the CAM-stage activations
 #: (:mod:`cavlog_core.models.gradcam` explains each).
@@ -191,11 +196,11 @@ class TrainConfig:
         _check(self.t > 0, f"t={self.t}: must be > 0")
         _check(self.lam >= 0, f"lam={self.lam}: must be >= 0")
         _check(
-            self.constraint in ("barrier", "l2", "pixel-l1", "none"),
-            f"constraint={self.constraint!r}: expected barrier, l2, pixel-l1 or none",
+            self.constraint in CONSTRAINTS,
+            f"constraint={self.constraint!r}: expected one of {', '.join(CONSTRAINTS)}",
         )
         _check(
-            self.recon in ("bce", "l2", "ssim"), f"recon={self.recon!r}: expected bce, l2 or ssim"
+            self.recon in RECONS, f"recon={self.recon!r}: expected one of {', '.join(RECONS)}"
         )
         _check(self.t_growth >= 1, f"t_growth={self.t_growth}: must be >= 1")
         _check(self.t_every >= 1, f"t_every={self.t_every}: must be >= 1")

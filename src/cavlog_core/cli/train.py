@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..config import (
     CAM_WEIGHTS,
+    CONSTRAINTS,
     NORMALIZATIONS,
+    RECONS,
     ModelConfig,
     PreprocessConfig,
     RunConfig,
@@ -90,14 +92,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"log-barrier parameter t; default {TRN.t}")
     g.add_argument("--lam", type=float, default=TRN.lam,
                    help=f"constraint weight lambda; default {TRN.lam}")
-    g.add_argument("--constraint", choices=("barrier", "l2", "pixel-l1", "none"),
+    g.add_argument("--constraint", choices=CONSTRAINTS,
                    default=TRN.constraint, help=f"attention penalty; default {TRN.constraint}")
     g.add_argument("--t-growth", type=float, default=TRN.t_growth,
                    help=f"multiply t by this every --t-every iterations after warm-up; "
                         f"default {TRN.t_growth} (constant t)")
     g.add_argument("--t-every", type=int, default=TRN.t_every,
                    help=f"iterations between t updates; default {TRN.t_every}")
-    g.add_argument("--recon", choices=("bce", "l2", "ssim"), default=TRN.recon,
+    g.add_argument("--recon", choices=RECONS, default=TRN.recon,
                    help=f"reconstruction loss; default {TRN.recon}")
     add_device_option(g)
     g.add_argument("--seed", type=int, default=TRN.seed, help=f"random seed; default {TRN.seed}")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import CONSTRAINTS, RECONS
 from .barrier import extended_log_barrier
 from .resnet_vae import VAEOutput
 
@@ -26,8 +27,8 @@ __all__ = [
     "vae_loss",
 ]
 
-RECON_KINDS = ("bce", "l2", "ssim")
-CONSTRAINT_KINDS = ("barrier", "l2", "pixel-l1", "none")
+RECON_KINDS = RECONS  # the choices are spelled once, in cavlog_core.config
+CONSTRAINT_KINDS = CONSTRAINTS
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> Tensor:
