@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["Outcome", "drive", "one_line"]
 
@@ -101,11 +101,3 @@ def drive(
         if gen is not None:
             gen.close()
 
-
-def drain(gen: Generator[Any, None, R]) -> R:
-    """Run a generator to the end and return its return value (headless helper)."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cavlog_core import drain
+
 # No napari needed: these are the plugin's Qt-free modules (they run on a server without Qt).
 from cavlog_core.errors import CavlogError
 from cavlog_core.metrics import binary_scores
@@ -22,7 +24,7 @@ from napari_cavlog._orient import (
     spacing_from_scale,
     to_display,
 )
-from napari_cavlog._runner import drain, drive
+from napari_cavlog._runner import drive
 from napari_cavlog._threshold import ThresholdCache
 
 
