@@ -23,6 +23,7 @@ __all__ = [
     "RESULT_ROLES",
     "CaseResults",
     "ResultRegistry",
+    "ThresholdState",
     "is_result_layer",
     "set_image_data",
     "zero_layer",
@@ -67,6 +68,64 @@ class CaseResults:
     def layers(self) -> list[Any]:
         """The existing result layers, bottom to top."""
         return [layer for layer in (self.anomaly, self.mask, self.errors) if layer is not None]
+
+    def apply_threshold(self, threshold: float, *, z: int | None = None) -> ThresholdState:
+        """Re-threshold the cached map: the mask layer's array, and the error labels of slice
+        ``z`` (all of them with ``z=None``); returns the numbers the widget shows.
+
+        Layers are only given their (shared) arrays here; the widget decides when to redraw.
+        """
+        analysis = self.analysis
+        cache = analysis.cache
+        self.threshold = float(threshold)
+        cache.mask(threshold)
+        if self.mask is not None and self.mask.data is not cache.buffer:
+            self.mask.data = cache.buffer
+        if self.errors is not None and cache.gt is not None:
+            errors = cache.errors(index=z)
+            if self.errors.data is not errors:
+                self.errors.data = errors
+        positives = cache.n_positive(threshold)
+        voxel_ml = abs(float(np.linalg.det(analysis.affine[:3, :3]))) / 1000.0
+        return ThresholdState(cache.metrics(threshold),
+                              None if z is None else self.slice_scores(z), positives,
+                              positives * voxel_ml)
+
+    def slice_scores(self, z: int) -> dict[str, float] | None:
+        """Scores of the current mask on display slice ``z`` (clamped; None without GT)."""
+        cache = self.analysis.cache
+        if cache.gt is None:
+            return None
+        return cache.slice_metrics(min(max(int(z), 0), cache.shape[0] - 1))
+
+    def lesion_focus(self, lesion: Any) -> tuple[int, tuple[float, ...]]:
+        """The display slice and world point (the camera centre) of a lesion's centroid."""
+        cx, cy, cz = lesion.centroid_voxel  # canonical (X, Y, Z) -> display (Z, Y', X)
+        ny = np.shape(self.source.data)[1]
+        world = self.source.data_to_world(np.array([cz, ny - 1 - cy, cx]))
+        return round(cz), tuple(float(v) for v in np.asarray(world, dtype=float))
+
+
+@dataclass(frozen=True)
+class ThresholdState:
+    """What one threshold gives on a case (see :meth:`CaseResults.apply_threshold`).
+
+    Attributes
+    ----------
+    metrics : dict or None
+        ``dice``, ``iou``, ``precision``, ``recall`` over the scan (None without ground truth).
+    slice_metrics : dict or None
+        The same on the displayed slice.
+    positives : int
+        Voxels in the mask.
+    volume_ml : float
+        Their volume in mL.
+    """
+
+    metrics: dict[str, float] | None
+    slice_metrics: dict[str, float] | None
+    positives: int
+    volume_ml: float
 
 
 class ResultRegistry:

@@ -46,7 +46,13 @@ from .._orient import slice_to_display
 from .._overlay import name_axes, orientation_points, show_contour
 from .._presets import default_threshold, healthy_presets
 from .._reader import prefer_this_reader
-from .._results import CaseResults, ResultRegistry, is_result_layer, set_image_data
+from .._results import (
+    CaseResults,
+    ResultRegistry,
+    ThresholdState,
+    is_result_layer,
+    set_image_data,
+)
 from .._runner import Outcome
 from .common import (
     JobHost,
@@ -563,24 +569,12 @@ class AnomalyWidget(JobHost, QWidget):
         analysis = None if current is None else current.analysis
         if analysis is None:
             return
-        current.threshold = self._threshold
-        cache = analysis.cache
-        cache.mask(self._threshold)
-        if current.mask is not None:
-            if current.mask.data is not cache.buffer:
-                current.mask.data = cache.buffer
-            else:
-                current.mask.refresh(extent=False, thumbnail=False, highlight=False)
-        if current.errors is not None and cache.gt is not None:
-            errors = cache.errors(index=self._current_z())
-            if current.errors.data is errors:
-                current.errors.refresh(extent=False, thumbnail=False, highlight=False)
-            else:
-                current.errors.data = errors
-        metrics = cache.metrics(self._threshold)
-        self._show_metrics(metrics, cache.n_positive(self._threshold), analysis)
-        self._update_slice_metrics()
-        self.explorer.set_threshold(self._threshold, metrics)
+        state = current.apply_threshold(self._threshold, z=self._current_z())
+        for layer in (current.mask, current.errors):
+            if layer is not None:
+                layer.refresh(extent=False, thumbnail=False, highlight=False)
+        self._show_state(state)
+        self.explorer.set_threshold(self._threshold, state.metrics)
         self._settle_timer.start()
 
     def _settle(self) -> None:
@@ -617,21 +611,17 @@ class AnomalyWidget(JobHost, QWidget):
         current, table = self.current, self._lesions
         if current is None or table is None or not 0 <= index < len(table.lesions):
             return
-        lesion = table.lesions[index]
-        cx, cy, cz = lesion.centroid_voxel  # canonical (X, Y, Z) -> display (Z, Y', X)
-        ny = np.shape(current.source.data)[1]
-        display = np.array([cz, ny - 1 - cy, cx])
-        world = np.asarray(current.source.data_to_world(display), dtype=float)
-        self.viewer.dims.set_current_step(0, round(cz))
-        self.viewer.camera.center = tuple(float(v) for v in world)
+        z, center = current.lesion_focus(table.lesions[index])
+        self.viewer.dims.set_current_step(0, z)
+        self.viewer.camera.center = center
 
-    def _show_metrics(self, metrics: dict[str, float] | None, positives: int,
-                      analysis: Analysis) -> None:
+    def _show_state(self, state: ThresholdState) -> None:
         for key in ("dice", "iou", "precision", "recall"):
-            self.metric_labels[key].setText("–" if metrics is None else f"{metrics[key]:.3f}")
-        voxel_ml = abs(float(np.linalg.det(analysis.affine[:3, :3]))) / 1000.0
-        self.metric_labels["positives"].setText(f"{positives * voxel_ml:.2f} mL "
-                                                f"({positives:,} voxels)")
+            self.metric_labels[key].setText("–" if state.metrics is None
+                                            else f"{state.metrics[key]:.3f}")
+        self.metric_labels["positives"].setText(f"{state.volume_ml:.2f} mL "
+                                                f"({state.positives:,} voxels)")
+        self._show_slice_metrics(state.slice_metrics)
 
     def _reset_scores(self) -> None:
         for label in self.metric_labels.values():
@@ -646,14 +636,14 @@ class AnomalyWidget(JobHost, QWidget):
         return int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
 
     def _update_slice_metrics(self) -> None:
-        analysis = self.analysis
-        if analysis is None or analysis.cache.gt is None:
-            self._slice_metrics = None
-            self.metric_labels["slice_dice"].setText("–")
-            return
-        z = min(max(self._current_z(), 0), analysis.cache.shape[0] - 1)
-        self._slice_metrics = analysis.cache.slice_metrics(z)
-        self.metric_labels["slice_dice"].setText(f"{self._slice_metrics['dice']:.3f} (z = {z})")
+        current = self.current
+        self._show_slice_metrics(None if current is None or current.analysis is None
+                                 else current.slice_scores(self._current_z()))
+
+    def _show_slice_metrics(self, scores: dict[str, float] | None) -> None:
+        self._slice_metrics = scores
+        self.metric_labels["slice_dice"].setText(
+            "–" if scores is None else f"{scores['dice']:.3f} (z = {self._current_z()})")
 
     def _on_step(self, event: Any = None) -> None:
         if self.analysis is not None:
