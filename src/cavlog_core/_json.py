@@ -11,8 +11,10 @@ __all__ = ["json_safe"]
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with NaN / inf floats as None, numpy scalars as Python ones, tuples as lists
-    and dict keys as strings (strict JSON, readable by any parser)."""
+    """Return ``value`` as strict JSON-able data, readable by any parser.
+
+    NaN / inf floats become None, numpy scalars Python ones, tuples lists, dict keys strings.
+    """
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -148,8 +148,11 @@ def calibrate(
 
 def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,
                        batch_size: int) -> Generator[TrainEvent, None, float]:
-    """:func:`healthy_component_volume` of the 3-D components at ``threshold`` on the
-    lesion-free slices of every case (whole volumes, as ``cavlog predict`` segments them)."""
+    """Measure the healthy-data minimum lesion volume of ``cases`` at ``threshold``.
+
+    :func:`healthy_component_volume` of the 3-D components on the lesion-free slices of every
+    case (whole volumes, as ``cavlog predict`` segments them).
+    """
     volumes: list[float] = []
     for k, files in enumerate(cases):
         case = load_case(files)

@@ -180,7 +180,7 @@ def _number(value: Any) -> bool:
 
 
 def _validate_payload(path: Path, payload: Mapping[str, Any]) -> None:
-    """Schema, sizes and finiteness of a payload, before anything is built from it."""
+    """Check the schema, sizes and finiteness of a payload, before anything is built from it."""
     config = payload["config"]
     if not isinstance(config, Mapping) or not all(
             isinstance(config.get(k, {}), Mapping) for k in ("preprocess", "model", "train")):
@@ -302,7 +302,7 @@ class LoadedCheckpoint:
 
 
 def config_from_payload(path: str | Path, payload: Mapping[str, Any]) -> RunConfig:
-    """The :class:`RunConfig` stored in a payload (an invalid one -> error naming the file)."""
+    """Return the :class:`RunConfig` of a payload (an invalid one: error naming the file)."""
     try:
         return RunConfig.from_dict(payload["config"])
     except (CavlogError, TypeError) as err:

@@ -67,8 +67,10 @@ _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 @functools.cache
 def cpu_bf16_units() -> tuple[str, ...]:
-    """The bf16 units this CPU reports (``("amx_bf16", "avx512_bf16")``, ...; empty: none or
-    not known, e.g. outside Linux). Read once per process."""
+    """Return the bf16 units this CPU reports, e.g. ``("amx_bf16", "avx512_bf16")``.
+
+    Empty when there are none or it is not known (outside Linux). Read once per process.
+    """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:

@@ -149,7 +149,7 @@ class EvaluationReport:
         return path
 
     def to_markdown(self) -> str:
-        """A Markdown summary: pixel metrics line and one table row per threshold strategy."""
+        """Return a Markdown summary: pixel metrics and a table row per threshold strategy."""
         p = self.pixel
 
         def f(v: float, digits: int = 3) -> str:
@@ -192,8 +192,10 @@ class EvaluationReport:
 
 def resolve_split(split: str, data: str | Path, loaded: LoadedCheckpoint,
                   n_cases: int) -> tuple[str, str]:
-    """``split="auto"``: the training run's ``test`` split when ``data`` is the folder the
-    checkpoint was trained on, else every case (none of them was seen in training).
+    """Resolve ``split="auto"`` for ``data``.
+
+    ``auto`` is the training run's ``test`` split when ``data`` is the folder the checkpoint was
+    trained on, else every case (none of them was seen in training).
 
     Returns the split and a one-line note saying which and why (empty for explicit splits).
     """

@@ -69,12 +69,13 @@ class LesionTable:
         return buf.getvalue()
 
     def as_dicts(self) -> list[dict]:
+        """One plain dict per lesion (the CSV columns)."""
         return [asdict(les) for les in self.lesions]
 
 
 def find_lesions(mask: np.ndarray, *, affine: np.ndarray, scores: np.ndarray | None = None,
                  min_volume_ml: float = 0.0) -> LesionTable:
-    """Connected lesions of a binary mask.
+    """Find the connected lesions of a binary mask.
 
     Parameters
     ----------
@@ -146,7 +147,7 @@ HEALTHY_COMPONENT_QUANTILE = 0.95
 
 
 def min_lesion_ml(meta: dict | None) -> float:
-    """The minimum lesion volume of a checkpoint (``meta["extra"]``), else the default."""
+    """Return the minimum lesion volume of a checkpoint (``meta["extra"]``), else the default."""
     value = ((meta or {}).get("extra") or {}).get(MIN_LESION_KEY)
     try:
         value = float(value)
@@ -157,7 +158,7 @@ def min_lesion_ml(meta: dict | None) -> float:
 
 def healthy_component_volume(volumes_ml: list[float],
                              quantile: float = HEALTHY_COMPONENT_QUANTILE) -> float:
-    """The ``quantile`` of the volumes of components found on healthy tissue (0 when none).
+    """Return the ``quantile`` of the volumes of components found on healthy tissue (0 when none).
 
     With it as the minimum lesion volume, that share of the spurious detections on healthy
     scans is not listed as a lesion.

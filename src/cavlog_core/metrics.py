@@ -62,7 +62,7 @@ _CHUNK = 1 << 23  # elements per streaming chunk: ~100 MB of temporaries
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    """A flat view of an array-like or torch tensor (no copy when already contiguous)."""
+    """Return a flat view of an array-like or torch tensor (no copy when already contiguous)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch here
         x = x.detach().cpu().numpy()
     return np.asarray(x).reshape(-1)
@@ -90,8 +90,9 @@ def _prepare(
 
 @dataclass(frozen=True)
 class ScoreCurves:
-    """Confusion counts at decreasing thresholds; a pixel is predicted positive when
-    ``score >= threshold``.
+    """Confusion counts at decreasing thresholds.
+
+    A pixel is predicted positive when ``score >= threshold``.
 
     Attributes
     ----------
@@ -113,10 +114,12 @@ class ScoreCurves:
 
     @property
     def n_positive(self) -> int:
+        """Lesion pixels pooled."""
         return int(self.tp[-1]) if self.tp.size else 0
 
     @property
     def n_negative(self) -> int:
+        """Non-lesion pixels pooled."""
         return int(self.fp[-1]) if self.fp.size else 0
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +158,7 @@ class ScoreCurves:
         return rec.copy(), prec.copy(), thr.copy()
 
     def summary(self) -> dict[str, Any]:
-        """The pooled metrics (see :func:`pixel_metrics`)."""
+        """Return the pooled metrics (see :func:`pixel_metrics`)."""
         n_pos, n_neg = self.n_positive, self.n_negative
         out: dict[str, Any] = {
             "auroc": math.nan, "auprc": math.nan, "average_precision": math.nan,
@@ -238,6 +241,7 @@ class ScoreHistogram:
 
     @property
     def n_pixels(self) -> int:
+        """Pixels pooled so far."""
         return int(self.counts.sum())
 
     def update(self, scores: Any, labels: Any, mask: Any = None) -> None:

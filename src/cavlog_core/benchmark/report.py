@@ -66,7 +66,7 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def aggregate(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
-    """Runs grouped by setting label, in first-seen order."""
+    """Return the runs grouped by setting label, in first-seen order."""
     groups: dict[str, list[RunResult]] = {}
     for r in results:
         groups.setdefault(r.label, []).append(r)
@@ -99,7 +99,7 @@ def markdown_table(results: Sequence[RunResult], *, first: str = "Method") -> st
 
 
 def percentile_table(results: Sequence[RunResult]) -> str:
-    """The healthy-percentile ablation: one row per threshold strategy of the evaluated runs."""
+    """Return the healthy-percentile ablation: a row per threshold strategy of the runs."""
     labels: list[str] = []
     for r in results:
         for k in r.metrics.get("strategies", {}):

@@ -109,6 +109,7 @@ class RunResult:
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """The run's evaluation metrics (``result.json["metrics"]``)."""
         return self.data["metrics"]
 
 
@@ -116,9 +117,10 @@ def prepare_data(
     root: str | Path, base: RunConfig, *, split_seed: int = 0,
     cache_dir: str | Path | None = None, slices: bool = True,
 ) -> Generator[BenchmarkEvent, None, BenchmarkData]:
-    """Split ``root`` once (``split_cases(ids, base.train.split_fractions, split_seed)``) and
-    preprocess the lesion-free slices of the train and val cases (``base.preprocess``; skipped
-    when ``slices`` is False).
+    """Split ``root`` once and preprocess the lesion-free slices of its train and val cases.
+
+    The split is ``split_cases(ids, base.train.split_fractions, split_seed)``; the slices follow
+    ``base.preprocess`` (skipped when ``slices`` is False).
 
     Yields ``prepare`` events per case; returns :class:`BenchmarkData`.
     """
@@ -158,7 +160,7 @@ def prepare_data(
 
 
 def load_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``result.json`` as a dict, or None when absent or unreadable (run again)."""
+    """Return the run's ``result.json`` as a dict, or None when absent or unreadable (run again)."""
     path = run_dir / RESULT_NAME
     if not path.is_file():
         return None

@@ -70,7 +70,7 @@ class Setting:
             raise CavlogError(f"setting label {self.label!r}: use letters, digits, '_', '.', '-'")
 
     def apply(self, base: RunConfig) -> RunConfig:
-        """``base`` with this setting's method and overrides (validated by the dataclasses)."""
+        """Return ``base`` with this setting's method and overrides (validated)."""
         train = dataclasses.replace(base.train, method=self.method, **self.train)
         model = dataclasses.replace(base.model, **self.model)
         return dataclasses.replace(base, model=model, train=train)
@@ -141,7 +141,7 @@ ABLATIONS: dict[str, Ablation] = _build_ablations()
 
 
 def ablation(name: str) -> Ablation:
-    """The ablation called ``name``; unknown names raise :class:`CavlogError` listing them."""
+    """Return the ablation ``name``; unknown names raise :class:`CavlogError` listing them."""
     if name not in ABLATIONS:
         raise CavlogError(f"--ablation {name!r} is unknown; available: {', '.join(ABLATIONS)}")
     return ABLATIONS[name]

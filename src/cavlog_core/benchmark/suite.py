@@ -110,7 +110,7 @@ class BenchmarkConfig:
         return tuple(range(self.seeds)) if isinstance(self.seeds, int) else self.seeds
 
     def settings(self) -> tuple[Ablation | None, tuple[Setting, ...]]:
-        """The ablation (or None for Table 1) and its settings."""
+        """Return the ablation (or None for Table 1) and its settings."""
         if self.ablation is not None:
             a = ablation(self.ablation)
             return a, a.settings
@@ -119,8 +119,11 @@ class BenchmarkConfig:
 
 @dataclass(frozen=True)
 class BenchmarkResult:
-    """What :func:`benchmark` returns; ``failed`` maps ``label/seed<k>`` to the error (with
-    ``keep_going``) and ``missing`` lists runs without a result (``summarize_only``)."""
+    """What :func:`benchmark` returns.
+
+    ``failed`` maps ``label/seed<k>`` to the error (with ``keep_going``) and ``missing`` lists
+    runs without a result (``summarize_only``).
+    """
 
     results: tuple[RunResult, ...]
     summary_path: Path
@@ -234,7 +237,7 @@ def summary_markdown(cfg: BenchmarkConfig, abl: Ablation | None, data: Benchmark
                      results: list[RunResult], seconds: float, plots: list[Path],
                      failed: dict[str, str] | None = None, missing: list[str] | None = None
                      ) -> str:
-    """The ``summary.md`` text: setup, the table(s), notes and the plots."""
+    """Return the ``summary.md`` text: setup, the table(s), notes and the plots."""
     b = cfg.base
     first = results[0].data
     m = first["metrics"]

@@ -29,6 +29,7 @@ SUBCOMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``cavlog`` parser with every subcommand of :data:`SUBCOMMANDS` registered."""
     parser = argparse.ArgumentParser(
         prog="cavlog",
         description="Unsupervised brain-lesion segmentation in FLAIR MRI "

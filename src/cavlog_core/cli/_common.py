@@ -20,7 +20,7 @@ def existing_path(text: str) -> Path:
 
 
 def float_tuple(n: int):
-    """argparse type: ``"a,b,c"`` -> tuple of ``n`` floats."""
+    """Argparse type: ``"a,b,c"`` -> tuple of ``n`` floats."""
 
     def parse(text: str) -> tuple[float, ...]:
         try:
@@ -37,7 +37,7 @@ def float_tuple(n: int):
 
 
 def int_tuple(n: int):
-    """argparse type: ``"a,b,c"`` -> tuple of ``n`` ints."""
+    """Argparse type: ``"a,b,c"`` -> tuple of ``n`` ints."""
 
     def parse(text: str) -> tuple[int, ...]:
         try:
@@ -92,8 +92,11 @@ def output_dir(path: Path, option: str = "--out") -> Path:
 
 
 def output_file(path: Path, option: str = "--out", *, force: bool = False) -> Path:
-    """Check that ``path`` can be written (its folder writable; not a folder; not overwritten
-    unless ``force``)."""
+    """Check that ``path`` can be written.
+
+    Its folder must be writable, it must not be a folder, and it is not overwritten unless
+    ``force``.
+    """
     path = Path(path).expanduser()
     if path.is_dir():
         raise CavlogError(f"{option} {path}: is a folder; give a file name")

@@ -16,6 +16,7 @@ PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog benchmark`` (its options and help) on ``subparsers``."""
     from ..benchmark.settings import ABLATIONS
 
     p = subparsers.add_parser(
@@ -99,6 +100,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog benchmark`` with parsed ``args``; return the exit status."""
     import torch
     from tqdm import tqdm
 

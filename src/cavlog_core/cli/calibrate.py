@@ -10,6 +10,7 @@ from ._common import TRN, add_device_option, existing_path, output_file, require
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog calibrate`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "calibrate",
         help="recompute a checkpoint's healthy thresholds on other healthy scans (no training)",
@@ -34,6 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog calibrate`` with parsed ``args``; return the exit status."""
     from tqdm import tqdm
 
     from .._progress import drain

@@ -13,6 +13,7 @@ TRN = TrainConfig()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog evaluate`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "evaluate",
         help="pooled pixel metrics (AUROC, AUPRC, Dice) of a checkpoint on a labelled split",
@@ -41,6 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog evaluate`` with parsed ``args``; return the exit status."""
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
     require(args.out.suffix.lower() == ".json", f"--out {args.out}: must end in .json")
     output_file(args.out, force=args.force)

@@ -10,6 +10,7 @@ from .train import drive, print_summary
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog finetune`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "finetune",
         help="continue training a checkpoint on a folder of healthy scans",
@@ -40,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog finetune`` with parsed ``args``; return the exit status."""
     from ..checkpoint import load_checkpoint
     from ..errors import InputFileError
     from ..training import fit

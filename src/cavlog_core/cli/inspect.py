@@ -19,6 +19,7 @@ HELP = "show cases, shapes, orientation, intensities, labels and the slices that
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``cavlog inspect`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser("inspect", help=HELP, description=HELP.capitalize() + ".")
     p.add_argument("path", type=existing_path, metavar="PATH",
                    help="a dataset root, a case folder or a .nii/.nii.gz file")
@@ -147,6 +148,7 @@ def _spread(values: np.ndarray) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog inspect`` with parsed ``args``; return the exit status."""
     cfg = PreprocessConfig(slices=args.slices, min_brain_fraction=PRE.min_brain_fraction)
     path = Path(args.path)
     files = find_cases(path)

@@ -9,6 +9,7 @@ from ..methods import get_method, list_methods
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog methods`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "methods",
         help="list the available methods (for --method / --methods)",
@@ -22,6 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog methods`` with parsed ``args``; return the exit status."""
     methods = list_methods()
     if args.json:
         table = {name: {"description": text, "trainable": bool(get_method(name).trainable)}

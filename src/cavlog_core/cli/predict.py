@@ -14,6 +14,7 @@ TRN = TrainConfig()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog predict`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "predict",
         help="write anomaly maps and lesion masks for scans",
@@ -43,6 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog predict`` with parsed ``args``; return the exit status."""
     from .._atomic import remove_stale_temporaries
     from .._lock import folder_lock
     from ..checkpoint import load_checkpoint

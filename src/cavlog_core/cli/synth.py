@@ -15,6 +15,7 @@ _DEFAULT = SynthConfig()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog synth`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "synth",
         help="write a synthetic BraTS-like FLAIR dataset (phantom brains with gliomas or MS "
@@ -71,6 +72,7 @@ def _fraction(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog synth`` with parsed ``args``; return the exit status."""
     from ..data.synth import write_synthetic_dataset
 
     seed = _int("seed", args.seed)

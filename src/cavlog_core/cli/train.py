@@ -24,6 +24,7 @@ PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cavlog train`` (its options and help) on ``subparsers``."""
     p = subparsers.add_parser(
         "train",
         help="train a method on the lesion-free slices of a dataset",
@@ -43,6 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Add the model and preprocessing options (defaults from ``cavlog_core.config``)."""
     g = p.add_argument_group("model and preprocessing")
     g.add_argument("--method", default=TRN.method,
                    help=f"method to train (see `cavlog methods`); default {TRN.method}")
@@ -75,6 +77,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
+    """Add the training options (defaults from :class:`~cavlog_core.config.TrainConfig`)."""
     g = p.add_argument_group("training")
     g.add_argument("--iterations", type=int, default=TRN.iterations,
                    help=f"batches to train; default {TRN.iterations}")
@@ -115,7 +118,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The :class:`RunConfig` the options describe (invalid values raise ``CavlogError``)."""
+    """Return the :class:`RunConfig` the options describe (invalid values raise ``CavlogError``)."""
     return RunConfig(
         preprocess=PreprocessConfig(resolution=args.resolution, slices=args.slices,
                                     normalization=args.normalization),
@@ -201,6 +204,7 @@ def _show(bar, ev, desc: str) -> None:
 
 
 def print_summary(result) -> None:
+    """Print a finished run: checkpoint, healthy f_c share and the healthy thresholds."""
     print(f"checkpoint: {result.checkpoint_path}")
     print(f"iterations: {result.iterations}")
     if result.healthy_fc_satisfied is not None:
@@ -212,6 +216,7 @@ def print_summary(result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``cavlog train`` with parsed ``args``; return the exit status."""
     from ..training import fit
 
     config = config_from_args(args)

@@ -76,10 +76,11 @@ class SliceArrays:
 
     @property
     def resolution(self) -> int:
+        """Side R of the ``(N, 1, R, R)`` slices."""
         return int(self.images.shape[-1])
 
     def subset(self, index: np.ndarray | Sequence[int] | slice) -> SliceArrays:
-        """The slices at ``index`` (integer indices, a boolean mask or a slice)."""
+        """Return the slices at ``index`` (integer indices, a boolean mask or a slice)."""
         return SliceArrays(
             images=self.images[index], brain=self.brain[index],
             lesion=None if self.lesion is None else self.lesion[index],
@@ -87,7 +88,7 @@ class SliceArrays:
             lesion_voxels=None if self.lesion_voxels is None else self.lesion_voxels[index])
 
     def for_cases(self, case_ids: Iterable[str]) -> SliceArrays:
-        """The slices of the given cases (e.g. one split)."""
+        """Return the slices of the given cases (e.g. one split)."""
         wanted = set(case_ids)
         keep = np.array([c in wanted for c in self.case_ids], dtype=bool)
         return self.subset(keep[self.case_index] if len(self.case_ids) else slice(0, 0))
@@ -117,8 +118,11 @@ class BuildProgress:
 
 
 def default_cache_dir(case: CaseFiles) -> Path:
-    """``<dataset root>/.cavlog_cache`` when writable, else ``$XDG_CACHE_HOME/cavlog``
-    (``~/.cache/cavlog``)."""
+    """Return the default slice-cache folder of ``case``.
+
+    ``<dataset root>/.cavlog_cache`` when writable, else ``$XDG_CACHE_HOME/cavlog``
+    (``~/.cache/cavlog``).
+    """
     root = case.path.parent
     if os.access(root, os.W_OK):
         return root / ".cavlog_cache"

@@ -188,6 +188,7 @@ class Case:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Canonical ``(X, Y, Z)`` shape of the volume."""
         return tuple(self.flair.shape)  # type: ignore[return-value]
 
     def __repr__(self) -> str:  # arrays are far too large to print

@@ -371,7 +371,7 @@ class _Lesion:
 
 def _draw_lesion(rng: np.random.Generator, size: float, z_mid: float, depth_at, vent_at,
                  hemisphere_axes: tuple[float, float, float]) -> _Lesion:
-    """A BraTS-sized glioma centred in hemispheric white matter near the brain's axial middle.
+    """Return a BraTS-sized glioma in hemispheric white matter near the brain's axial middle.
 
     The oedema's nominal radius (24.5-29.5 mm) is drawn so that, clipped to white matter, the lesion
     covers 8-20 % of the brain and 1,000-2,500 mm² per slice on the 10 central slices, as the

@@ -101,7 +101,7 @@ class PredictResult:
 def resolve_model(
     model: LoadedCheckpoint | str | Path, device: str | torch.device = "auto"
 ) -> tuple[LoadedCheckpoint, torch.device]:
-    """A loaded checkpoint on the device to use.
+    """Return a loaded checkpoint on the device to use.
 
     A path is loaded with :func:`~cavlog_core.checkpoint.load_checkpoint`. For an
     already loaded checkpoint, ``"auto"`` means the device its modules are on; its modules are
@@ -164,7 +164,7 @@ def _fold_batchnorm(root: nn.Module) -> int:
 
 
 def inference_modules(modules: nn.ModuleDict, device: torch.device) -> nn.ModuleDict:
-    """A private, faster copy of ``modules`` for inference on ``device``.
+    """Return a private, faster copy of ``modules`` for inference on ``device``.
 
     Evaluation mode, BatchNorm folded into the preceding convolutions, parameters with
     ``requires_grad=False``, channels-last memory layout. The caller's modules are not modified

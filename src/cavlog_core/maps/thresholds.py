@@ -219,7 +219,7 @@ def threshold_strategies(
 
 
 def mask_in_brain(anomaly: np.ndarray, brain: np.ndarray, threshold: float) -> np.ndarray:
-    """The segmentation at ``threshold``: ``brain & (anomaly >= threshold)`` (bool, same shape).
+    """Return the segmentation ``brain & (anomaly >= threshold)`` (bool, same shape).
 
     The one definition used by ``cavlog predict``, calibration, evaluation's operating points
     and the plugin (whose ``ThresholdCache.mask`` is a faster equal form, tested): a voxel is

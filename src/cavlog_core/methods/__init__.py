@@ -32,7 +32,7 @@ def list_methods() -> dict[str, str]:
 
 
 def get_method(name: str) -> type[Method]:
-    """The :class:`Method` subclass called ``name``; unknown names raise :class:`CavlogError`."""
+    """Return the :class:`Method` subclass ``name``; unknown names raise :class:`CavlogError`."""
     methods = _discover()
     if name not in methods:
         raise CavlogError(f"method {name!r} is unknown; available: {', '.join(methods)}")

@@ -14,8 +14,11 @@ from torch import Tensor, nn
 
 
 class CriticOutput(NamedTuple):
-    """``logits``: ``(B,)`` real-vs-fake score; ``features``: ``(B, C, h, w)`` last conv features
-    (f-AnoGAN's feature residual uses them)."""
+    """The critic's output.
+
+    ``logits``: ``(B,)`` real-vs-fake score; ``features``: ``(B, C, h, w)`` last conv features
+    (f-AnoGAN's feature residual uses them).
+    """
 
     logits: Tensor
     features: Tensor

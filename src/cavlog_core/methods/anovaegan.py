@@ -36,6 +36,7 @@ class AnoVAEGAN(VAE):
     adv_weight: ClassVar[float] = 0.01
 
     def build(self) -> nn.ModuleDict:
+        """Build the VAE and the discriminator."""
         cfg = self.config.model
         return nn.ModuleDict({
             "model": ResNetVAE.from_config(cfg),
@@ -44,6 +45,7 @@ class AnoVAEGAN(VAE):
         })
 
     def optimizers(self, modules: nn.ModuleDict) -> dict[str, torch.optim.Optimizer]:
+        """Return one Adam optimiser for the VAE and one for the discriminator."""
         lr = self.config.train.lr
         return {
             "model": torch.optim.Adam(modules["model"].parameters(), lr=lr, betas=(0.5, 0.999)),

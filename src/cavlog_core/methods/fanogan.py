@@ -72,6 +72,7 @@ class FAnoGAN(ResidualMethod):
     kappa: ClassVar[float] = 1.0
 
     def build(self) -> nn.ModuleDict:
+        """Build the WGAN generator (the VAE decoder), critic and izif encoder."""
         cfg = self.config.model
         return nn.ModuleDict({
             "model": self.network(),
@@ -79,6 +80,7 @@ class FAnoGAN(ResidualMethod):
         })
 
     def optimizers(self, modules: nn.ModuleDict) -> dict[str, torch.optim.Optimizer]:
+        """Return Adam optimisers for the generator, the critic and the encoder."""
         lr = self.config.train.lr
         net = unwrap(modules["model"])
         return {
@@ -89,6 +91,7 @@ class FAnoGAN(ResidualMethod):
 
     @property
     def gan_iterations(self) -> int:
+        """Iterations of phase 1 (the GAN); the rest trains the encoder."""
         return max(1, round(self.gan_fraction * self.config.train.iterations))
 
     def training_step(
@@ -98,7 +101,7 @@ class FAnoGAN(ResidualMethod):
         batch: Batch,
         iteration: int,
     ) -> dict[str, float]:
-        """A WGAN-GP step (phase 1) or an izif encoder step (phase 2), chosen by ``iteration``.
+        """Run a WGAN-GP step (phase 1) or an izif encoder step (phase 2), by ``iteration``.
 
         Returns the same keys in both phases: ``loss`` (the phase's objective), ``critic``,
         ``gp``, ``generator``, ``izif`` and ``phase`` (1 or 2); terms not computed are 0.

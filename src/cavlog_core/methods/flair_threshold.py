@@ -66,10 +66,12 @@ class FlairThreshold(Method):
     trainable: ClassVar[bool] = False
 
     def build(self) -> nn.ModuleDict:
+        """Build nothing: FLAIR thresholding has no trainable module."""
         # Nothing to learn; an empty module keeps checkpoints and device moves uniform.
         return nn.ModuleDict({"model": nn.Identity()})
 
     def optimizers(self, modules: nn.ModuleDict) -> dict[str, torch.optim.Optimizer]:
+        """Return no optimiser (nothing to train)."""
         return {}
 
     def training_step(
@@ -79,6 +81,7 @@ class FlairThreshold(Method):
         batch: Batch,
         iteration: int,
     ) -> dict[str, float]:
+        """Never called: the method is not trainable."""
         return {"loss": 0.0}
 
     def anomaly_maps(self, modules: nn.ModuleDict, images: Tensor, brain: Tensor) -> Tensor:

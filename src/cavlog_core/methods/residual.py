@@ -97,6 +97,7 @@ class DeterministicResNetVAE(ResNetVAE):
     """
 
     def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """Return ``mu``: the auto-encoders are deterministic."""
         return mu
 
 
@@ -113,13 +114,14 @@ class ResidualMethod(Method):
     mc_samples: ClassVar[int] = 1
 
     def network(self, *, dropout: float | None = None) -> ResNetVAE:
-        """The shared architecture from ``config.model``; deterministic for the AE variants."""
+        """Build the shared architecture from ``config.model`` (deterministic for the AEs)."""
         cfg = self.config.model
         cls = ResNetVAE if self.variational else DeterministicResNetVAE
         return cls(resolution=cfg.resolution, width=cfg.width, latent_dim=cfg.latent_dim,
                    cam_stage=cfg.cam_stage, dropout=cfg.dropout if dropout is None else dropout)
 
     def build(self) -> nn.ModuleDict:
+        """Build the shared ResNet-18 (V)AE of ``config.model``."""
         return nn.ModuleDict({"model": self.network()})
 
     def training_step(
@@ -228,12 +230,15 @@ class BayesianAE(AE):
 
     @property
     def dropout(self) -> float:
+        """Dropout rate on the latent code (Monte Carlo samples at inference)."""
         return self.config.model.dropout or DEFAULT_MC_DROPOUT
 
     def build(self) -> nn.ModuleDict:
+        """Build the shared ResNet-18 (V)AE of ``config.model``."""
         return nn.ModuleDict({"model": self.network(dropout=self.dropout)})
 
     def latent_samples(self, net: ResNetVAE, mu: Tensor, logvar: Tensor) -> Tensor:
+        """Return the latent codes decoded at inference (one or several samples)."""
         # Explicit dropout: the model's own Dropout module is inactive in evaluation mode.
         z = mu.repeat(self.mc_samples, 1)
         return F.dropout(z, self.dropout, training=True)
@@ -249,5 +254,6 @@ class BayesianVAE(VAE):
     mc_samples: ClassVar[int] = DEFAULT_MC_SAMPLES
 
     def latent_samples(self, net: ResNetVAE, mu: Tensor, logvar: Tensor) -> Tensor:
+        """Return the latent codes decoded at inference (one or several samples)."""
         mu_s, logvar_s = mu.repeat(self.mc_samples, 1), logvar.repeat(self.mc_samples, 1)
         return mu_s + torch.randn_like(mu_s) * torch.exp(0.5 * logvar_s)

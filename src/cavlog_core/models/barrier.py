@@ -14,7 +14,7 @@ __all__ = ["barrier_threshold", "extended_log_barrier"]
 
 
 def extended_log_barrier(z: Tensor, t: float | Tensor) -> Tensor:
-    """Extended log-barrier ψ_t(z), elementwise, a smooth penalty for the constraint z <= 0.
+    r"""Compute the extended log-barrier ψ_t(z) elementwise: a smooth penalty for z <= 0.
 
     .. math::
 
@@ -52,7 +52,7 @@ def extended_log_barrier(z: Tensor, t: float | Tensor) -> Tensor:
 
 
 def barrier_threshold(t: float) -> float:
-    """The junction -1/t² between the log branch and the linear extension."""
+    """Return the junction -1/t² between the log branch and the linear extension."""
     if not t > 0:
         raise ValueError(f"barrier_threshold: t={t} must be > 0")
     return -1.0 / (t * t)

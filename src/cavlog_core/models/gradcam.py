@@ -201,7 +201,7 @@ _HELD = {"gradient-frozen-bn": frozen_batch_statistics, "gradient-running-bn": r
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module inside a DistributedDataParallel (or similar ``.module``) wrapper."""
+    """Return the bare module inside a DistributedDataParallel (or similar ``.module``) wrapper."""
     return getattr(model, "module", model)
 
 

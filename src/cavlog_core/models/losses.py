@@ -96,7 +96,7 @@ class VAELoss(NamedTuple):
 
 
 def vae_loss(out: VAEOutput, x: Tensor, *, recon: str = "bce", beta: float = 1.0) -> VAELoss:
-    """The VAE objective of the paper's Eq. (1) for a forward output and its ``(B, 1, R, R)`` input.
+    """Return the VAE objective (the paper's Eq. 1) of a forward output and its input.
 
     With ``beta = 0`` it is a plain auto-encoder loss (the AE baselines).
     """

@@ -213,7 +213,7 @@ class ResNetVAE(nn.Module):
         return self.head(self.up(h))
 
     def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """z = μ + ε·σ with ε ~ N(0, I) in training mode; μ in evaluation mode."""
+        """Z = μ + ε·σ with ε ~ N(0, I) in training mode; μ in evaluation mode."""
         if not self.training:
             return mu
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)

@@ -37,10 +37,12 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True when more than one process trains (DDP)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0 (the rank that writes files)."""
         return self.rank == 0
 
 

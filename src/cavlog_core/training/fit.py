@@ -63,7 +63,7 @@ class _Slices:
 
 
 def finetune_config(base: RunConfig, **train_overrides: Any) -> RunConfig:
-    """Configuration for fine-tuning a trained model on a folder of healthy scans.
+    """Return the configuration for fine-tuning a trained model on a folder of healthy scans.
 
     Keeps the model and preprocessing of ``base`` (the weights must fit), uses every brain slice
     (``slices="brain"``; lesion-free ones only where a segmentation exists), every case for
@@ -78,7 +78,7 @@ def finetune_config(base: RunConfig, **train_overrides: Any) -> RunConfig:
 
 
 def _seed_for(seed: int, *parts: int) -> int:
-    """A 63-bit seed mixing the run seed with counters (iteration, rank, epoch ...)."""
+    """Return a 63-bit seed mixing the run seed with counters (iteration, rank, epoch ...)."""
     h = (seed + 0x9E3779B9) & 0xFFFFFFFFFFFFFFFF
     for p in parts:
         h = ((h ^ (p + 0x632BE5AB)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
@@ -176,8 +176,11 @@ def _to_device(slices: _Slices, index: Tensor, device: torch.device) -> Batch:
 
 
 def _autocast(device: torch.device, train: TrainConfig) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``TrainConfig.amp``, on a CPU with bf16 units when
-    ``TrainConfig.cpu_bf16``; full fp32 elsewhere."""
+    """Return the training autocast: bf16 or nothing.
+
+    bf16 on CUDA when ``TrainConfig.amp``, on a CPU with bf16 units when
+    ``TrainConfig.cpu_bf16``; full fp32 elsewhere.
+    """
     bf16 = (train.amp and device.type == "cuda") or \
         (train.cpu_bf16 and device.type == "cpu" and bool(cpu_bf16_units()))
     return autocast(device, "bf16" if bf16 else "fp32")
@@ -382,8 +385,11 @@ class _RunDir:
 
 def _train_and_val(config: RunConfig, data: Any, train_arrays: Any,
                    val_arrays: Any, device: torch.device) -> tuple[_Slices, _Slices]:
-    """Training slices (pinned on CUDA) and validation slices (a fixed sample of the training
-    ones when the data have no healthy validation slice)."""
+    """Return the training slices (pinned on CUDA) and the validation slices.
+
+    Validation falls back to a fixed sample of the training slices when the data have no
+    healthy validation slice.
+    """
     res = config.model.resolution
     train = _as_slices(train_arrays, res, "training data")
     if len(train) == 0:
@@ -400,7 +406,7 @@ def _train_and_val(config: RunConfig, data: Any, train_arrays: Any,
 
 def _build_modules(method: Method, config: RunConfig, *, payload: dict | None, ckpt_path: Path,
                    init_checkpoint: str | Path | None, device: torch.device) -> nn.ModuleDict:
-    """The method's modules, seeded, with the resumed or the starting checkpoint's weights."""
+    """Build the method's modules, seeded, with the resumed or starting checkpoint's weights."""
     torch.manual_seed(_seed_for(config.train.seed, 0))  # same initial weights for a given seed
     modules = method.build()
     if payload is not None:
@@ -420,7 +426,7 @@ def _build_modules(method: Method, config: RunConfig, *, payload: dict | None, c
 
 def _restore_optimizers(method: Method, modules: nn.ModuleDict, payload: dict | None,
                         ckpt_path: Path) -> tuple[dict, int]:
-    """The method's optimisers (their stored states when resuming) and the first iteration."""
+    """Return the method's optimisers (stored states when resuming) and the first iteration."""
     optimizers = method.optimizers(modules)
     if payload is None:
         return optimizers, 0

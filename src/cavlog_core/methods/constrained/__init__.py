@@ -1,5 +1,8 @@
-"""The paper's method: constrained Grad-CAM VAE (model in :mod:`cavlog_core.models`, loss in
-:mod:`.loss`, training step and anomaly map in :mod:`.method`)."""
+"""The paper's method: the constrained Grad-CAM VAE.
+
+Model in :mod:`cavlog_core.models`, loss in :mod:`.loss`, training step and anomaly map in
+:mod:`.method`.
+"""
 
 from ...models.gradcam import unwrap
 from .loss import (

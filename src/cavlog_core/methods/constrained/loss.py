@@ -44,8 +44,10 @@ def uses_attention_loss(train: TrainConfig, iteration: int, kind: str | None = N
 
 
 def barrier_active_flag(fc: Tensor, *, kind: str, t: float) -> Tensor:
-    """:func:`barrier_active` as a 0-d float tensor on ``fc``'s device (no host sync: the
-    training step logs it with its other scalars in one copy)."""
+    """Return :func:`barrier_active` as a 0-d float tensor on ``fc``'s device.
+
+    No host sync: the training step logs it with its other scalars in one copy.
+    """
     return (fc.detach() > barrier_limit(kind, t)).any().float()
 
 
@@ -60,7 +62,7 @@ def barrier_active(fc: Tensor, *, kind: str, t: float) -> bool:
 
 
 def barrier_limit(kind: str, t: float) -> float:
-    """The f_c above which :func:`barrier_active` counts an image: -1/t² (barrier) or 0."""
+    """Return the f_c above which :func:`barrier_active` counts an image: -1/t² (barrier) or 0."""
     return barrier_threshold(t) if kind == "barrier" else 0.0
 
 

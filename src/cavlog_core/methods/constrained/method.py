@@ -1,5 +1,7 @@
-"""The paper's method as a :class:`~cavlog_core.methods.base.Method`: a ResNet-18 VAE whose
-layer-1 Grad-CAM is pushed to cover the whole healthy image by an extended log-barrier.
+"""The paper's method as a :class:`~cavlog_core.methods.base.Method`.
+
+A ResNet-18 VAE whose layer-1 Grad-CAM is pushed to cover the whole healthy image by an
+extended log-barrier.
 
 Silva-Rodríguez, Naranjo & Dolz, "Looking at the whole picture: constrained unsupervised anomaly
 segmentation", BMVC 2021.
@@ -68,6 +70,7 @@ class ConstrainedVAE(Method):
 
     @property
     def kind(self) -> str:
+        """The attention penalty (``TrainConfig.constraint``)."""
         return self.constraint_kind or self.config.train.constraint
 
     @property
@@ -76,6 +79,7 @@ class ConstrainedVAE(Method):
         return self.config.model.cam_weights
 
     def build(self) -> nn.ModuleDict:
+        """Build the ResNet-18 VAE of ``config.model``."""
         return nn.ModuleDict({"model": ResNetVAE.from_config(self.config.model)})
 
     def training_step(
