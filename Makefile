@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine with Python 3.11 and access to the package registries:
 #   make demo   synthesise data, train, evaluate, write docs/demo.png (uses CUDA when present)
-#   make test   ruff + the whole test suite (napari tests run under Xvfb via pytest-xvfb)
+#   make test   ruff + mypy + the whole test suite (napari tests run under Xvfb via pytest-xvfb)
 # The virtual environment is rebuilt only when pyproject.toml (or TORCH_SPEC) changes.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -q
