@@ -160,7 +160,7 @@ def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,
                                                   device=device))
         brain = np.asarray(case.brain_mask, dtype=bool)
         clean = np.ones(brain.shape[2], dtype=bool) if case.seg is None \
-            else ~(np.asarray(case.seg) > 0).any(axis=(0, 1))
+            else np.asarray(~(np.asarray(case.seg) > 0).any(axis=(0, 1)), dtype=bool)
         mask = mask_in_brain(result.anomaly, brain, threshold) & clean[None, None, :]
         table = find_lesions(mask, affine=case.affine)
         volumes.extend(les.volume_ml for les in table.lesions)
@@ -169,7 +169,7 @@ def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,
     return healthy_component_volume(volumes)
 
 
-def _quiet(gen: Generator) -> Generator[TrainEvent, None, Any]:
+def _quiet(gen: Generator[Any, None, Any]) -> Generator[TrainEvent, None, Any]:
     """Run a generator to its return value without re-yielding its events."""
     try:
         while True:

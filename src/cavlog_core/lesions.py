@@ -149,6 +149,8 @@ HEALTHY_COMPONENT_QUANTILE = 0.95
 def min_lesion_ml(meta: dict | None) -> float:
     """Return the minimum lesion volume of a checkpoint (``meta["extra"]``), else the default."""
     value = ((meta or {}).get("extra") or {}).get(MIN_LESION_KEY)
+    if value is None:
+        return DEFAULT_MIN_LESION_ML
     try:
         value = float(value)
     except (TypeError, ValueError):

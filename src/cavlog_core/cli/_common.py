@@ -53,7 +53,7 @@ def int_tuple(n: int):
     return parse
 
 
-def add_slices_option(p: argparse.ArgumentParser, default: str = PRE.slices) -> None:
+def add_slices_option(p: argparse._ActionsContainer, default: str = PRE.slices) -> None:
     p.add_argument(
         "--slices",
         default=default,

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 from ..config import (
     CAM_WEIGHTS,
@@ -137,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def drive(gen: Generator, *, desc: str, out_dir: Path | None = None):
+def drive(gen: Generator[Any, None, Any], *, desc: str, out_dir: Path | None = None) -> Any:
     """Run a :func:`~cavlog_core.training.fit` generator with a tqdm bar; return its result.
 
     SIGINT / SIGTERM stop it at the next iteration: the generator is closed, which writes a
