@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cavlog_core._progress import drain
     from cavlog_core.checkpoint import load_checkpoint
-    from cavlog_core.data import find_cases, load_case, split_cases
+    from cavlog_core.data import find_cases, lesion_free_slices, load_case, split_cases
     from cavlog_core.errors import one_line_warnings
     from cavlog_core.inference.predict import predict_volume
 
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         case = load_case(f)
         result = drain(predict_volume(loaded, case, device=args.device))
         brain = np.asarray(case.brain_mask, bool)
-        lesion = np.zeros_like(brain) if case.seg is None else np.asarray(case.seg) > 0
-        clean = brain.any(axis=(0, 1)) & ~lesion.any(axis=(0, 1))  # axial slices (last axis)
+        clean = lesion_free_slices(case)  # axial slices (last axis)
         values = np.asarray(result.anomaly)[:, :, clean][brain[:, :, clean]]
         if values.size == 0:
             continue

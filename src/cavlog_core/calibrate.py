@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ._progress import drain
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import find_cases, iter_slice_arrays, load_case
+from .data import find_cases, iter_loaded_cases, iter_slice_arrays, lesion_free_slices
 from .device import resolve_device
 from .errors import CavlogError
 from .inference.predict import predict_volume
@@ -154,27 +153,15 @@ def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,
     case (whole volumes, as ``cavlog predict`` segments them).
     """
     volumes: list[float] = []
-    for k, files in enumerate(cases):
-        case = load_case(files)
-        result = yield from _quiet(predict_volume(loaded, case, batch_size=batch_size,
-                                                  device=device))
-        brain = np.asarray(case.brain_mask, dtype=bool)
-        clean = np.ones(brain.shape[2], dtype=bool) if case.seg is None \
-            else np.asarray(~(np.asarray(case.seg) > 0).any(axis=(0, 1)), dtype=bool)
-        mask = mask_in_brain(result.anomaly, brain, threshold) & clean[None, None, :]
+    for k, case in enumerate(iter_loaded_cases(cases)):
+        # fp32, as the thresholds above (``_validate``): calibration must not depend on whether
+        # the CPU has bf16 units.
+        result = drain(predict_volume(loaded, case, batch_size=batch_size, device=device,
+                                      precision="fp32"))
+        mask = mask_in_brain(result.anomaly, case.brain_mask, threshold)
+        mask &= lesion_free_slices(case)[None, None, :]
         table = find_lesions(mask, affine=case.affine)
         volumes.extend(les.volume_ml for les in table.lesions)
         yield TrainEvent(0, 0, 0, "prepare", {"lesion_cases_done": k + 1,
                                               "lesion_cases_total": len(cases)})
     return healthy_component_volume(volumes)
-
-
-def _quiet(gen: Generator[Any, None, Any]) -> Generator[TrainEvent, None, Any]:
-    """Run a generator to its return value without re-yielding its events."""
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
-    yield  # pragma: no cover  (makes this a generator)
-

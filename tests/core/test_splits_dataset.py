@@ -181,3 +181,17 @@ def test_healthy_uses_native_lesion_count_not_the_resized_map():
     np.testing.assert_array_equal(arrays.lesion_voxels, [0, 0, 1, 0])
     assert not arrays.lesion.any()
     np.testing.assert_array_equal(healthy(arrays).z, [0, 1, 3])
+
+
+def test_lesion_free_slices_hand_computed():
+    from cavlog_core.data import case_from_arrays, lesion_free_slices
+
+    flair = np.ones((4, 4, 5), np.float32)
+    brain = np.zeros((4, 4, 5), bool)
+    brain[1:3, 1:3, 1:5] = True  # slice 0 holds no brain
+    seg = np.zeros((4, 4, 5), np.uint8)
+    seg[1, 1, 3] = 2  # slice 3 holds a lesion voxel
+    case = case_from_arrays(flair, seg=seg, brain_mask=brain, case_id="T")
+    assert lesion_free_slices(case).tolist() == [False, True, True, False, True]
+    healthy = case_from_arrays(flair, brain_mask=brain, case_id="H")
+    assert lesion_free_slices(healthy).tolist() == [False, True, True, True, True]

@@ -41,27 +41,19 @@ def run(args: argparse.Namespace) -> int:
     from .._progress import drain
     from ..calibrate import calibrate
     from ..device import resolve_device, warn_if_cpu_fallback
+    from .train import _show as show  # the same progress line as train / finetune
 
     require(args.batch_size >= 1, f"--batch-size {args.batch_size}: must be >= 1")
     require(args.out.suffix.lower() in (".pt", ".pth"), f"--out {args.out}: must end in .pt")
     output_file(args.out, force=args.force)
     device = resolve_device(args.device)
     warn_if_cpu_fallback(args.device, device)
-    bar = tqdm(desc="calibrate", unit="scan", file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def show(ev) -> None:
-        if ev.phase == "prepare":
-            bar.total = int(ev.losses.get("calibration_cases_total", 0))
-            bar.update(int(ev.losses.get("calibration_cases_done", 0)) - bar.n)
-        else:
-            bar.set_description(f"calibrate: maps {ev.losses.get('validated', 0):.0%}",
-                                refresh=False)
-            bar.update(0)
-
+    bar = tqdm(desc="calibrate", file=sys.stderr, leave=False, dynamic_ncols=True)
     try:
         result = drain(calibrate(args.checkpoint, args.healthy_dir, out=args.out,
                                  slices=args.slices, device=str(device),
-                                 batch_size=args.batch_size, cache_dir=args.cache_dir), show)
+                                 batch_size=args.batch_size, cache_dir=args.cache_dir),
+                       lambda ev: show(bar, ev, "calibrate"))
     finally:
         bar.close()
     print(f"{result.slices} lesion-free slices of {args.healthy_dir}")

@@ -11,7 +11,16 @@ from .dataset import (
     healthy,
     iter_slice_arrays,
 )
-from .io import Case, CaseFiles, NiftiGeometry, case_from_arrays, find_cases, load_case, save_like
+from .io import (
+    Case,
+    CaseFiles,
+    NiftiGeometry,
+    case_from_arrays,
+    find_cases,
+    iter_loaded_cases,
+    load_case,
+    save_like,
+)
 from .preprocess import (
     SliceBatch,
     SliceGeometry,
@@ -20,7 +29,13 @@ from .preprocess import (
     prepare_slices,
     select_slices,
 )
-from .splits import keep_for_evaluation, lesion_fraction, split_cases, split_counts
+from .splits import (
+    keep_for_evaluation,
+    lesion_fraction,
+    lesion_free_slices,
+    split_cases,
+    split_counts,
+)
 
 __all__ = [
     "BuildProgress",
@@ -35,9 +50,11 @@ __all__ = [
     "compute_brain_mask",
     "find_cases",
     "healthy",
+    "iter_loaded_cases",
     "iter_slice_arrays",
     "keep_for_evaluation",
     "lesion_fraction",
+    "lesion_free_slices",
     "load_case",
     "match_histogram",
     "normalize_intensity",

@@ -16,7 +16,13 @@ from ..config import TrainConfig
 from ..errors import CavlogError
 from .io import Case
 
-__all__ = ["keep_for_evaluation", "lesion_fraction", "split_cases", "split_counts"]
+__all__ = [
+    "keep_for_evaluation",
+    "lesion_fraction",
+    "lesion_free_slices",
+    "split_cases",
+    "split_counts",
+]
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = TrainConfig.__dataclass_fields__[
     "split_fractions"].default  # type: ignore[assignment]
@@ -93,6 +99,17 @@ def lesion_fraction(case: Case, z: np.ndarray | None = None) -> float:
     brain = case.brain_mask if z is None else case.brain_mask[:, :, np.asarray(z, dtype=np.int64)]
     n_brain = int(np.count_nonzero(brain))
     return float(np.count_nonzero((seg > 0) & brain)) / n_brain if n_brain else 0.0
+
+
+def lesion_free_slices(case: Case) -> np.ndarray:
+    """Return the ``(Z,)`` bool mask of axial slices holding brain and no lesion label.
+
+    Every brain slice of a scan without ground truth (taken as healthy).
+    """
+    clean = np.asarray(np.asarray(case.brain_mask, dtype=bool).any(axis=(0, 1)))
+    if case.seg is not None:
+        clean &= ~(np.asarray(case.seg) > 0).any(axis=(0, 1))
+    return clean
 
 
 def keep_for_evaluation(case: Case, z: np.ndarray | None = None, *,
