@@ -97,7 +97,9 @@ def lesion_table(analysis: Analysis, threshold: float, *, min_volume_ml: float) 
     """
     from cavlog_core.lesions import find_lesions
 
-    mask = from_display(analysis.cache.mask(threshold).view(bool))
+    cache = analysis.cache  # the mask at this threshold is usually in the buffer already
+    buffer = cache.buffer if cache.threshold == float(threshold) else cache.mask(threshold)
+    mask = from_display(buffer.view(bool))
     return find_lesions(mask, affine=analysis.affine, scores=from_display(analysis.anomaly),
                         min_volume_ml=min_volume_ml)
 

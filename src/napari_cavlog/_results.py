@@ -181,6 +181,7 @@ class ResultRegistry:
         """
         results = self.ensure(source)
         results.analysis = None
+        results.threshold = None  # a new run starts at the model's default threshold
         shape = tuple(np.shape(source.data))
         layers = self._viewer.layers
         if results.anomaly is None or results.anomaly not in layers:

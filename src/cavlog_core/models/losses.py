@@ -27,8 +27,6 @@ __all__ = [
     "vae_loss",
 ]
 
-RECON_KINDS = RECONS  # the choices are spelled once, in cavlog_core.config
-CONSTRAINT_KINDS = CONSTRAINTS
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> Tensor:
@@ -78,7 +76,7 @@ def reconstruction_loss(logits: Tensor, x: Tensor, kind: str = "bce") -> Tensor:
         return F.mse_loss(torch.sigmoid(logits), x)
     if kind == "ssim":
         return 1.0 - ssim(torch.sigmoid(logits), x).mean()
-    raise ValueError(f"reconstruction loss {kind!r}: expected one of {', '.join(RECON_KINDS)}")
+    raise ValueError(f"reconstruction loss {kind!r}: expected one of {', '.join(RECONS)}")
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -142,5 +140,5 @@ def constraint_penalty(attention: Tensor, *, kind: str, p: float, t: float | Ten
     elif kind == "none":
         penalty = fc.new_zeros(())
     else:
-        raise ValueError(f"constraint {kind!r}: expected one of {', '.join(CONSTRAINT_KINDS)}")
+        raise ValueError(f"constraint {kind!r}: expected one of {', '.join(CONSTRAINTS)}")
     return lam * penalty, fc

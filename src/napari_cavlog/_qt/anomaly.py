@@ -355,9 +355,7 @@ class AnomalyWidget(JobHost, QWidget):
         owner = self.results.owner(removed)
         self.results.forget(removed)
         if owner is not None and owner is self.current and owner.errors is None:
-            self.errors_check.blockSignals(True)
-            self.errors_check.setChecked(False)
-            self.errors_check.blockSignals(False)
+            self._show_errors_checked(False)
         self.flair_combo.refresh()
         self.gt_combo.refresh()
 
@@ -465,7 +463,6 @@ class AnomalyWidget(JobHost, QWidget):
             job.anomaly.contrast_limits = (0.0, 1.0)
         if job.mask is not None and job.mask.data is not analysis.cache.buffer:
             job.mask.data = analysis.cache.buffer
-        job.threshold = default_threshold(analysis.thresholds)[0]
         self.lesion_panel.min_spin.blockSignals(True)  # the model's healthy-data default
         self.lesion_panel.min_spin.setValue(analysis.min_lesion_ml)
         self.lesion_panel.min_spin.blockSignals(False)
@@ -481,17 +478,13 @@ class AnomalyWidget(JobHost, QWidget):
             self._reset_scores()
             self.progress.setValue(0)
             self.progress.setTextVisible(False)
-            self.errors_check.blockSignals(True)
-            self.errors_check.setChecked(current is not None and current.errors is not None)
-            self.errors_check.blockSignals(False)
+            self._show_errors_checked(current is not None and current.errors is not None)
             flair = self.flair_combo.layer()
             if flair is not None:
                 self.status.info(f"{flair.name}: not analysed yet (Run)")
             return
         self.progress.setTextVisible(True)
-        self.errors_check.blockSignals(True)
-        self.errors_check.setChecked(current.errors is not None and analysis.cache.gt is not None)
-        self.errors_check.blockSignals(False)
+        self._show_errors_checked(current.errors is not None and analysis.cache.gt is not None)
         start, key = default_threshold(analysis.thresholds)
         if key != "fixed":  # offer the preset the run started at
             self.percentile_combo.blockSignals(True)
@@ -502,6 +495,12 @@ class AnomalyWidget(JobHost, QWidget):
         threshold = current.threshold
         self._set_threshold(start if threshold is None else threshold, "run", force=True)
         self.flush()
+
+    def _show_errors_checked(self, checked: bool) -> None:
+        """Set the error box without (re)creating or removing the error layer."""
+        self.errors_check.blockSignals(True)
+        self.errors_check.setChecked(checked)
+        self.errors_check.blockSignals(False)
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
@@ -733,9 +732,7 @@ class AnomalyWidget(JobHost, QWidget):
             return
         if analysis is None or analysis.cache.gt is None:
             self.status.error("errors need a finished run with a ground-truth layer")
-            self.errors_check.blockSignals(True)
-            self.errors_check.setChecked(False)
-            self.errors_check.blockSignals(False)
+            self._show_errors_checked(False)
             return
         self.results.add_errors(current, analysis.cache.errors())
 
