@@ -329,10 +329,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     payload = read_checkpoint(path)
     config = config_from_payload(path, payload)
     try:
-        method_cls = get_method(str(payload["method"]))
+        method = get_method(str(payload["method"]))(config)  # also checks the method's options
     except CavlogError as err:
         raise InputFileError(path, str(err)) from None
-    method = method_cls(config)
     _check_model_size(path, method)
     modules = method.build()
     load_weights(path, payload, modules)

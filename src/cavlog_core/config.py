@@ -162,6 +162,8 @@ class TrainConfig:
     """
 
     method: str = "constrained"
+    #: The method's own hyper-parameters by name (its ``Options`` dataclass fills the rest).
+    method_options: dict[str, Any] = field(default_factory=dict)
     iterations: int = 2000
     epochs: int | None = None
     warmup_iterations: int = 400
@@ -184,6 +186,10 @@ class TrainConfig:
     checkpoint_every: int = 500
 
     def __post_init__(self) -> None:
+        opts = self.method_options
+        _check(isinstance(opts, dict) and all(isinstance(k, str) for k in opts)
+               and all(isinstance(v, (bool, int, float, str)) for v in opts.values()),
+               f"method_options={opts!r}: need a dict of name -> number, bool or text")
         _check(self.iterations >= 1, f"iterations={self.iterations}: must be >= 1")
         _check(self.epochs is None or self.epochs >= 1, f"epochs={self.epochs}: must be >= 1")
         _check(

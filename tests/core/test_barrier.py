@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cavlog_core.config import TrainConfig
-from cavlog_core.methods.constrained import barrier_active, t_at, uses_attention_loss
+from cavlog_core.methods.gradcam_vae import barrier_active, t_at, uses_attention_loss
 from cavlog_core.models.barrier import barrier_threshold, extended_log_barrier
 
 

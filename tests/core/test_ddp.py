@@ -14,7 +14,8 @@ DRIVER = textwrap.dedent('''
     import torch
     from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
     from cavlog_core.data import SliceArrays
-    from cavlog_core.methods.constrained import ConstrainedVAE, unwrap
+    from cavlog_core.methods.constrained import ConstrainedVAE
+    from cavlog_core.models.gradcam import unwrap
     from cavlog_core.training import run_fit
 
     out = sys.argv[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -13,9 +14,15 @@ from torch import nn
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from cavlog_core.errors import CavlogError
 from cavlog_core.methods import Batch, get_method, list_methods
-from cavlog_core.methods._gan_nets import CriticOutput, Discriminator
-from cavlog_core.methods.fanogan import decoder_parameters, encoder_parameters, gradient_penalty
 from cavlog_core.methods.flair_threshold import equalize_in_mask
+from cavlog_core.methods.gan import (
+    CriticOutput,
+    Discriminator,
+    FAnoGANOptions,
+    decoder_parameters,
+    encoder_parameters,
+    gradient_penalty,
+)
 from cavlog_core.methods.gradcam_vae import per_dimension_cams
 from cavlog_core.methods.residual import blank_patches, residual_map
 from cavlog_core.methods.restoration import restore, total_variation
@@ -246,3 +253,81 @@ def test_cli_methods_lists_names(capsys):
     assert any(line.startswith("flair-threshold ") for line in out)
     assert cli_methods.run(parser.parse_args(["methods", "--json"])) == 0
     assert '"trainable": false' in capsys.readouterr().out
+
+
+def test_method_options_default_typed_and_kept_in_the_config():
+    method = get_method("f-anogan")(_config("f-anogan"))
+    assert method.options == FAnoGANOptions()
+    # every value, defaults included, is written into the config a checkpoint stores
+    assert method.config.train.method_options == {"gan_fraction": 0.6, "n_critic": 5,
+                                                  "gp_weight": 10.0, "kappa": 1.0}
+    text = get_method("f-anogan")(_config("f-anogan", method_options={"n_critic": "3",
+                                                                      "kappa": "0.5"}))
+    assert text.options.n_critic == 3 and text.options.kappa == 0.5
+    # 10 iterations, gan_fraction 0.3: the GAN trains for round(3.0) = 3 of them
+    short = get_method("f-anogan")(_config("f-anogan", iterations=10,
+                                           method_options={"gan_fraction": 0.3}))
+    assert short.gan_iterations == 3
+    assert get_method("constrained")(_config("constrained")).config.train.method_options == {}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"n_critics": 3}, "method 'f-anogan' has no option 'n_critics'; its options: gan_fraction"),
+    ({"n_critic": "three"}, "method 'f-anogan': n_critic='three' is not of type int"),
+    ({"n_critic": 0}, "method 'f-anogan': n_critic=0: must be >= 1"),
+    ({"n_critic": True}, "method 'f-anogan': n_critic=True is not of type int"),
+])
+def test_bad_method_options_name_the_method_and_value(options, message):
+    with pytest.raises(CavlogError, match=re.escape(message)):
+        get_method("f-anogan")(_config("f-anogan", method_options=options))
+
+
+def test_methods_without_options_refuse_any():
+    with pytest.raises(CavlogError, match="has no option 'x'; its options: none"):
+        get_method("constrained")(_config("constrained", method_options={"x": 1}))
+
+
+def test_restoration_options_reach_the_map():
+    torch.manual_seed(0)
+    images, brain = _phantom(2)
+    zero = get_method("restoration-vae")(_config("restoration-vae",
+                                                 method_options={"steps": 0}))
+    modules = zero.build().eval()
+    # zero restoration steps: x_r = x, so the residual map is exactly 0
+    assert zero.anomaly_maps(modules, images, brain).abs().max() == 0
+    some = get_method("restoration-vae")(_config("restoration-vae"))
+    assert some.options.steps == 10
+    assert some.anomaly_maps(modules, images, brain).abs().max() > 0
+
+
+def test_cli_option_flags_become_typed_method_options(tmp_path):
+    from cavlog_core.cli import train as cli_train
+
+    parser = argparse.ArgumentParser()
+    cli_train.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", str(tmp_path), "--out", str(tmp_path / "run"),
+                              "--method", "bayesian-ae", "--option", "mc_samples=4",
+                              "--option", "mc_dropout = 0.3"])
+    assert cli_train.config_from_args(args).train.method_options == {"mc_samples": 4,
+                                                                     "mc_dropout": 0.3}
+    args = parser.parse_args(["train", str(tmp_path), "--out", str(tmp_path / "run"),
+                              "--option", "oops"])
+    with pytest.raises(CavlogError, match="--option 'oops': expected NAME=VALUE"):
+        cli_train.config_from_args(args)
+
+
+def test_options_survive_a_checkpoint_and_old_checkpoints_get_defaults(tmp_path):
+    from cavlog_core.checkpoint import load_checkpoint, save_checkpoint
+
+    method = get_method("bayesian-vae")(_config("bayesian-vae", method_options={"mc_samples": 3}))
+    save_checkpoint(tmp_path / "new.pt", method=method, modules=method.build())
+    assert load_checkpoint(tmp_path / "new.pt").method.options.mc_samples == 3
+    # a checkpoint written before options existed has no method_options: the defaults apply
+    payload = torch.load(tmp_path / "new.pt", weights_only=False)
+    del payload["config"]["train"]["method_options"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").method.options.mc_samples == 8
+    payload["config"]["train"]["method_options"] = {"mc_samples": -1}
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CavlogError, match=r"bad\.pt.*mc_samples=-1: must be >= 1"):
+        load_checkpoint(tmp_path / "bad.pt")

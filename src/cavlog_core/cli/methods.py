@@ -18,7 +18,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "`cavlog benchmark`.",
     )
     p.add_argument("--json", action="store_true",
-                   help="print {name: {description, trainable}} as JSON")
+                   help="print {name: {description, trainable, options}} as JSON")
+    p.add_argument("--options", action="store_true",
+                   help="also list each method's own options (`cavlog train --option NAME=VALUE`)"
+                        " with their defaults")
     return p
 
 
@@ -26,11 +29,16 @@ def run(args: argparse.Namespace) -> int:
     """Run ``cavlog methods`` with parsed ``args``; return the exit status."""
     methods = list_methods()
     if args.json:
-        table = {name: {"description": text, "trainable": bool(get_method(name).trainable)}
+        table = {name: {"description": text, "trainable": bool(get_method(name).trainable),
+                        "options": get_method(name).Options().to_dict()}
                  for name, text in methods.items()}
         print(json.dumps(table, indent=2, ensure_ascii=False))
         return 0
     width = max(len(name) for name in methods)
     for name, text in methods.items():
         print(f"{name:<{width}}  {text}")
+        options = get_method(name).Options().to_dict()
+        if args.options and options:
+            shown = ", ".join(f"{key}={value}" for key, value in options.items())
+            print(f"{'':<{width}}    options: {shown}")
     return 0

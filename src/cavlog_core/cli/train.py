@@ -19,6 +19,8 @@ from ..config import (
     RunConfig,
     TrainConfig,
 )
+from ..methods import get_method
+from ..methods.base import parse_option_assignments
 from ._common import add_device_option, add_slices_option, existing_path, float_tuple
 
 PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
@@ -49,6 +51,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and preprocessing")
     g.add_argument("--method", default=TRN.method,
                    help=f"method to train (see `cavlog methods`); default {TRN.method}")
+    g.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="one of the method's own hyper-parameters (repeatable), e.g. "
+                        "--method f-anogan --option n_critic=3; `cavlog methods --options` "
+                        "lists them with their defaults; saved in the checkpoint")
     g.add_argument("--resolution", type=int, default=MOD.resolution,
                    help=f"square input side, a multiple of 32 (224, 128, 64); "
                         f"default {MOD.resolution}")
@@ -134,8 +140,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             t_growth=args.t_growth, t_every=args.t_every, recon=args.recon, device=args.device,
             seed=args.seed, split_fractions=tuple(args.split_fractions), amp=not args.no_amp,
             log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+            method_options=method_options(args.method, args.option),
         ),
     )
+
+
+def method_options(method: str, assignments: list[str]) -> dict[str, Any]:
+    """Return the typed options of ``method`` given as ``NAME=VALUE`` texts (only those given).
+
+    Raises
+    ------
+    CavlogError
+        Unknown method or option, or a value of the wrong type or range.
+    """
+    given = parse_option_assignments(assignments)
+    options = get_method(method).Options.from_mapping(given, method=method).to_dict()
+    return {name: options[name] for name in given}
 
 
 def drive(gen: Generator[Any, None, Any], *, desc: str, out_dir: Path | None = None) -> Any:

@@ -7,9 +7,9 @@ import importlib
 import pkgutil
 
 from ..errors import CavlogError
-from .base import Batch, Method
+from .base import Batch, Method, MethodOptions
 
-__all__ = ["Batch", "Method", "get_method", "list_methods"]
+__all__ = ["Batch", "Method", "MethodOptions", "get_method", "list_methods"]
 
 
 @functools.cache  # the package's modules do not change while the process runs

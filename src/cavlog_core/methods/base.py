@@ -3,18 +3,28 @@
 A method owns its modules, its training step (losses, backward and optimiser steps, so GANs can
 alternate) and its anomaly map. :func:`cavlog_core.training.fit` owns everything else: data,
 devices, mixed precision, DDP, logging and checkpoints.
+
+A method's own hyper-parameters (those not in :class:`~cavlog_core.config.RunConfig`, e.g.
+f-AnoGAN's critic steps) form a frozen :class:`MethodOptions` dataclass; their values travel in
+``TrainConfig.method_options`` and so are saved in every checkpoint.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig
+from ..errors import CavlogError
+from ..models.gradcam import unwrap
+from ..models.resnet_vae import ResNetVAE
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,92 @@ class Batch:
     brain: Tensor
 
 
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of the per-method hyper-parameter dataclasses (this one has no fields).
+
+    Subclasses are frozen dataclasses of scalars (int, float, bool, str) with defaults and
+    validate their ranges in ``__post_init__``.
+    """
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        """``{name: type}`` of the options (resolved from the annotations)."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, method: str) -> MethodOptions:
+        """Build the options from ``values``; unknown names or bad types raise :class:`CavlogError`.
+
+        ``values`` may hold typed values (from a checkpoint) or strings (from the command line).
+        """
+        types = cls.field_types()
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            known = ", ".join(types) or "none"
+            raise CavlogError(f"method {method!r} has no option {unknown[0]!r}; "
+                              f"its options: {known}")
+        typed = {name: _coerce(value, types[name], name=name, method=method)
+                 for name, value in values.items()}
+        try:
+            return cls(**typed)
+        except ValueError as err:
+            raise CavlogError(f"method {method!r}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{name: value}`` (JSON-able)."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, kind: type, *, name: str, method: str) -> Any:
+    """``value`` as ``kind``; strings are parsed (``true``/``false``, ``1``/``0`` for booleans)."""
+    if isinstance(value, str) and kind is not str:
+        if kind is bool:
+            text = value.strip().lower()
+            if text in ("true", "1", "yes", "false", "0", "no"):
+                return text in ("true", "1", "yes")
+            _bad(value, kind, name, method)
+        try:
+            return kind(value)
+        except ValueError:
+            _bad(value, kind, name, method)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        _bad(value, kind, name, method)
+    return value
+
+
+def _bad(value: Any, kind: type, name: str, method: str) -> typing.NoReturn:
+    raise CavlogError(f"method {method!r}: {name}={value!r} is not of type {kind.__name__}")
+
+
+def parse_option_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (the values stay strings).
+
+    Raises
+    ------
+    CavlogError
+        An item without ``=`` or with an empty name.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CavlogError(f"--option {item!r}: expected NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def vae_of(modules: nn.ModuleDict, key: str = "model") -> ResNetVAE:
+    """Return the bare :class:`ResNetVAE` ``modules[key]`` (out of a DDP wrapper if any)."""
+    net = unwrap(modules[key])
+    if not isinstance(net, ResNetVAE):
+        raise TypeError(f"modules[{key!r}] is a {type(net).__name__}, not a ResNetVAE")
+    return net
+
+
 class Method(abc.ABC):
     """Base class; subclasses set ``name`` and ``description`` and implement the abstract methods.
 
@@ -43,9 +139,16 @@ class Method(abc.ABC):
     description: ClassVar[str]
     #: False for methods with nothing to learn (FLAIR thresholding).
     trainable: ClassVar[bool] = True
+    #: The dataclass of this method's own hyper-parameters.
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
 
     def __init__(self, config: RunConfig) -> None:
-        self.config = config
+        name = getattr(self, "name", type(self).__name__)
+        self.options = self.Options.from_mapping(config.train.method_options, method=name)
+        # Every option's value, defaults included, is kept in the config (and so in checkpoints):
+        # a later change of a default does not change what an old run means.
+        train = dataclasses.replace(config.train, method_options=self.options.to_dict())
+        self.config = dataclasses.replace(config, train=train)
 
     @abc.abstractmethod
     def build(self) -> nn.ModuleDict:

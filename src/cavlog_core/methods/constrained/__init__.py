@@ -1,27 +1,9 @@
-"""The paper's method: the constrained Grad-CAM VAE.
+"""The paper's method (BMVC 2021): :class:`ConstrainedVAE`, built on the Grad-CAM VAE.
 
-Model in :mod:`cavlog_core.models`, loss in :mod:`.loss`, training step and anomaly map in
-:mod:`.method`.
+Its objective (VAE loss + λ·ψ_t(f_c(a)), warm-up, t schedule) is in
+:mod:`cavlog_core.methods.gradcam_vae.loss`, shared with the other attention methods.
 """
 
-from ...models.gradcam import unwrap
-from .loss import (
-    ConstrainedTerms,
-    barrier_active,
-    barrier_limit,
-    constrained_objective,
-    t_at,
-    uses_attention_loss,
-)
 from .method import ConstrainedVAE
 
-__all__ = [
-    "ConstrainedTerms",
-    "ConstrainedVAE",
-    "barrier_active",
-    "barrier_limit",
-    "constrained_objective",
-    "t_at",
-    "unwrap",
-    "uses_attention_loss",
-]
+__all__ = ["ConstrainedVAE"]

@@ -1,63 +1,25 @@
-"""The paper's method as a :class:`~cavlog_core.methods.base.Method`.
-
-A ResNet-18 VAE whose layer-1 Grad-CAM is pushed to cover the whole healthy image by an
-extended log-barrier.
+"""The paper's method: the Grad-CAM VAE with its attention held to the whole healthy image.
 
 Silva-Rodríguez, Naranjo & Dolz, "Looking at the whole picture: constrained unsupervised anomaly
-segmentation", BMVC 2021.
+segmentation", BMVC 2021: a ResNet-18 VAE whose layer-1 Grad-CAM is pushed to cover the whole
+healthy image by an extended log-barrier on f_c(a) = (1 - mean(a)) - p <= 0.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 from typing import ClassVar
 
-import torch
-from torch import Tensor, nn
-
-from ...models.gradcam import attention, encoder_cam, unwrap, upsample_cam
-from ...models.losses import size_constraint
-from ...models.resnet_vae import ResNetVAE
-from ..base import Batch, Method
-from .loss import (
-    barrier_active_flag,
-    constrained_objective,
-    t_at,
-    uses_attention_loss,
-)
+from ..gradcam_vae import GradCamVAE
 
 __all__ = ["ConstrainedVAE"]
 
 
-def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Leave any enclosing autocast region: backward passes should not run under autocast."""
-    if device.type in ("cuda", "cpu", "mps"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
+class ConstrainedVAE(GradCamVAE):
+    """Grad-CAM VAE + λ·mean_b ψ_t(f_c(a_b)) after the VAE-only warm-up (the paper's model).
 
-
-class ConstrainedVAE(Method):
-    """VAE + Grad-CAM attention constrained by the extended log-barrier (the paper's model).
-
-    Training step (``TrainConfig``): L = recon + β·KL + λ·mean_b ψ_t(f_c(a_b)) with
-    f_c(a) = (1 - mean(a)) - p and a = σ(Grad-CAM at ``cam_stage``), computed with
-    ``create_graph=True`` so the constraint's gradient reaches the encoder. The first
-    ``warmup_iterations`` batches use the VAE loss only. ``constraint`` selects the ablations
-    (``l2``, ``pixel-l1``, ``none``).
-
-    Anomaly map: the raw Grad-CAM (no sigmoid) at the same stage, bilinearly up-sampled to the
-    input size; normalisation happens in :mod:`cavlog_core.inference`.
-
-    ``config.model.cam_weights`` selects how the CAM is formed, the same way in training
-    (a = σ(cam)) and at inference (raw cam): ``"gradient"`` (the paper's Grad-CAM),
-    ``"gradient-frozen-bn"`` (Grad-CAM with the BatchNorm statistics after the CAM stage held
-    constant, so the per-image weights do not cancel across the batch in training mode) or
-    ``"mean"`` (channel mean of the activations, as the authors' released code); see
-    :mod:`cavlog_core.models.gradcam`.
-
-    Subclasses (Grad-CAM VAE, CAVGA baselines) may fix ``constraint_kind`` and override
-    :meth:`map_from_cam`.
+    The penalty is ``TrainConfig.constraint``: ``"barrier"`` (the paper's extended log-barrier
+    ψ_t) or the ablations ``"l2"``, ``"pixel-l1"`` and ``"none"``; everything else (the step, the
+    CAM, the map) is the :class:`~cavlog_core.methods.gradcam_vae.GradCamVAE`'s.
     """
 
     name: ClassVar[str] = "constrained"
@@ -65,97 +27,4 @@ class ConstrainedVAE(Method):
         "the paper's method: ResNet-18 VAE with layer-1 Grad-CAM constrained to cover healthy "
         "images by an extended log-barrier (Silva-Rodríguez et al. 2021)"
     )
-    #: Fixed constraint kind, or None to use ``config.train.constraint``.
     constraint_kind: ClassVar[str | None] = None
-
-    @property
-    def kind(self) -> str:
-        """The attention penalty (``TrainConfig.constraint``)."""
-        return self.constraint_kind or self.config.train.constraint
-
-    @property
-    def cam_weights(self) -> str:
-        """``config.model.cam_weights``: how the CAM is formed, in training and at inference."""
-        return self.config.model.cam_weights
-
-    def build(self) -> nn.ModuleDict:
-        """Build the ResNet-18 VAE of ``config.model``."""
-        return nn.ModuleDict({"model": ResNetVAE.from_config(self.config.model)})
-
-    def training_step(
-        self,
-        modules: nn.ModuleDict,
-        optimizers: dict[str, torch.optim.Optimizer],
-        batch: Batch,
-        iteration: int,
-    ) -> dict[str, float]:
-        """One Adam step on a batch; see the class docstring for the loss.
-
-        Returns floats: ``loss``, ``recon``, ``kl``, ``constraint`` (the λ-weighted penalty, 0 in
-        warm-up), ``mean_fc`` (batch mean of f_c), ``mean_attention`` (batch mean of a),
-        ``violated`` (share of images with f_c > 0), ``barrier_active`` (1.0 when some image has
-        f_c > -1/t² for the barrier, f_c > 0 otherwise; see
-        :func:`~cavlog_core.methods.constrained.loss.barrier_active`) and ``t``. When the loss
-        is not finite no optimiser step is taken (the caller stops training).
-        """
-        train = self.config.train
-        x = batch.images
-        model = modules["model"]
-        opt = optimizers["model"]
-        kind = self.kind
-        with_graph = uses_attention_loss(train, iteration, kind)
-        t = t_at(train, iteration)
-
-        opt.zero_grad(set_to_none=True)
-        # Without the penalty the attention is only monitored, but the graph must survive for
-        # the VAE backward.
-        att = attention(model, x, create_graph=with_graph, retain_graph=True,
-                        weights=self.cam_weights)
-        terms = constrained_objective(att, x, train=train, iteration=iteration, kind=kind)
-        with no_autocast(x.device):
-            terms.total.backward()
-        fc = terms.fc.float()
-        # One device-to-host copy for every logged scalar (a single sync per step on CUDA).
-        names = ("loss", "recon", "kl", "constraint", "mean_fc", "mean_attention", "violated",
-                 "barrier_active")
-        values = torch.stack([
-            terms.total.detach().float(), terms.recon.detach().float(),
-            terms.kl.detach().float(), terms.penalty.detach().float(), fc.mean(),
-            att.attention.detach().float().mean(), (fc > 0).float().mean(),
-            barrier_active_flag(fc, kind=kind, t=t),
-        ]).tolist()
-        logs = dict(zip(names, values))
-        if math.isfinite(logs["loss"]):
-            opt.step()
-        logs["t"] = t
-        return logs
-
-    def map_from_cam(self, cam: Tensor) -> Tensor:
-        """Anomaly score from the raw up-sampled Grad-CAM (identity: high attention = anomaly)."""
-        return cam
-
-    def anomaly_maps_and_fc(self, modules: nn.ModuleDict, images: Tensor,
-                            brain: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`anomaly_maps` and the ``(B,)`` constraint values f_c(σ(cam)) from one pass.
-
-        Used by :func:`~cavlog_core.training.fit` after training to report the share of healthy
-        slices with f_c(a) <= 0 (evaluation mode) next to the healthy thresholds.
-        """
-        model = unwrap(modules["model"])
-        cam = encoder_cam(model, images, weights=self.cam_weights)
-        fc = size_constraint(torch.sigmoid(cam), self.config.train.p)
-        if type(self).anomaly_maps is not ConstrainedVAE.anomaly_maps:
-            # A subclass with its own map (e.g. Grad-CAM_D): use it, keep the shared f_c.
-            return self.anomaly_maps(modules, images, brain), fc
-        return self.map_from_cam(upsample_cam(cam, images.shape[-1])), fc
-
-    def anomaly_maps(self, modules: nn.ModuleDict, images: Tensor, brain: Tensor) -> Tensor:
-        """Raw Grad-CAM at ``cam_stage``, bilinearly up-sampled to ``(B, 1, R, R)``.
-
-        Uses the modules' current mode (call ``modules.eval()`` first for inference); gradients
-        w.r.t. the activations are computed internally even under ``torch.no_grad()``. ``brain``
-        is unused: maps are normalised inside the brain by :mod:`cavlog_core.inference`.
-        """
-        model = unwrap(modules["model"])
-        cam = encoder_cam(model, images, weights=self.cam_weights)
-        return self.map_from_cam(upsample_cam(cam, images.shape[-1]))

@@ -1,9 +1,7 @@
-"""Attention baselines without a constraint: Grad-CAM VAE and its per-dimension variant Grad-CAM_D.
+"""Grad-CAM_D: the Grad-CAM VAE with one Grad-CAM per latent dimension.
 
-Liu, Li, Zheng, Karanam, Wu, Bhanu, Radke & Camps, "Towards visually explaining variational
-autoencoders", CVPR 2020: a plain VAE whose Grad-CAM of the latent mean highlights anomalies.
 Grad-CAM_D computes one Grad-CAM per latent dimension and combines them, as in Silva-Rodríguez
-et al., BMVC 2021, Table 1.
+et al., BMVC 2021, Table 1 (after Liu et al., CVPR 2020).
 """
 
 from __future__ import annotations
@@ -13,16 +11,18 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..models.gradcam import upsample_cam
-from .constrained import ConstrainedVAE, unwrap
+from ...models.gradcam import upsample_cam
+from ...models.resnet_vae import ResNetVAE
+from ..base import vae_of
+from .method import GradCamVAE
 
-__all__ = ["GradCamVAE", "GradCamVAED", "per_dimension_cams"]
+__all__ = ["GradCamVAED", "per_dimension_cams"]
 
 #: Upper bound on the elements of the batched gradient (dims x B x C x h x w) held at once.
 _MAX_GRAD_ELEMENTS = 2**26
 
 
-def per_dimension_cams(net: nn.Module, images: Tensor) -> Tensor:
+def per_dimension_cams(net: ResNetVAE, images: Tensor) -> Tensor:
     """One raw Grad-CAM per latent dimension, ``(Z, B, h, w)``, at the model's ``cam_stage``.
 
     For dimension j, α_jk = spatial mean of ∂(Σ_b μ_bj)/∂A_k and cam_j = Σ_k α_jk A_k. The Z
@@ -54,21 +54,6 @@ def per_dimension_cams(net: nn.Module, images: Tensor) -> Tensor:
     return torch.cat(cams, dim=0)
 
 
-class GradCamVAE(ConstrainedVAE):
-    """Plain VAE (no attention loss); map = raw Grad-CAM of Σμ at ``cam_stage`` (Liu et al. 2020).
-
-    Training is the constrained method's step with the constraint fixed to ``"none"`` (the
-    attention is still computed, detached, to log f_c for comparison).
-    """
-
-    name: ClassVar[str] = "gradcam-vae"
-    description: ClassVar[str] = (
-        "Grad-CAM VAE: plain VAE, map = Grad-CAM of the latent mean at the CAM stage, no "
-        "constraint (Liu et al. 2020)"
-    )
-    constraint_kind: ClassVar[str | None] = "none"
-
-
 class GradCamVAED(GradCamVAE):
     """Grad-CAM_D: plain VAE; map = mean over latent dimensions of ReLU(per-dimension Grad-CAM).
 
@@ -84,5 +69,5 @@ class GradCamVAED(GradCamVAE):
 
     def anomaly_maps(self, modules: nn.ModuleDict, images: Tensor, brain: Tensor) -> Tensor:
         """Mean of ReLU'd per-dimension CAMs, bilinearly up-sampled; ``(B, 1, R, R)``."""
-        cams = per_dimension_cams(unwrap(modules["model"]), images)
+        cams = per_dimension_cams(vae_of(modules), images)
         return upsample_cam(cams.clamp(min=0).mean(dim=0), images.shape[-1])

@@ -14,10 +14,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .constrained import ConstrainedVAE
+from ..gradcam_vae import GradCamVAE
+
+__all__ = ["CAVGA"]
 
 
-class CAVGA(ConstrainedVAE):
+class CAVGA(GradCamVAE):
     """VAE + λ·mean(1 − a) expansion loss (after the usual warm-up); map = 1 − σ(Grad-CAM)."""
 
     name: ClassVar[str] = "cavga"

@@ -7,17 +7,37 @@ reconstructions of healthy anatomy; the anomaly map is the residual |x − x̂| 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.losses import vae_loss
-from ..models.resnet_vae import ResNetVAE
-from ._gan_nets import Discriminator
-from .base import Batch
-from .residual import VAE
+from ...models.losses import vae_loss
+from ...models.resnet_vae import ResNetVAE
+from ..base import Batch, MethodOptions
+from ..residual import VAE
+from .nets import Discriminator
+
+__all__ = ["AnoVAEGAN", "AnoVAEGANOptions"]
+
+
+@dataclass(frozen=True)
+class AnoVAEGANOptions(MethodOptions):
+    """AnoVAEGAN's loss weight.
+
+    Attributes
+    ----------
+    adv_weight : float
+        Weight of the adversarial term relative to the per-pixel reconstruction loss.
+    """
+
+    adv_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.adv_weight < 0:
+            raise ValueError(f"adv_weight={self.adv_weight}: must be >= 0")
 
 
 class AnoVAEGAN(VAE):
@@ -32,8 +52,8 @@ class AnoVAEGAN(VAE):
         "AnoVAEGAN: VAE + DCGAN-style discriminator on the reconstruction (Baur et al. 2018); "
         "map = |x − x̂|"
     )
-    #: Weight of the adversarial term relative to the per-pixel reconstruction loss.
-    adv_weight: ClassVar[float] = 0.01
+    Options = AnoVAEGANOptions
+    options: AnoVAEGANOptions
 
     def build(self) -> nn.ModuleDict:
         """Build the VAE and the discriminator."""
@@ -83,7 +103,7 @@ class AnoVAEGAN(VAE):
         terms = vae_loss(out, x, recon=train.recon, beta=train.beta)
         gen_logit = disc(fake).logits
         adv = F.binary_cross_entropy_with_logits(gen_logit, torch.ones_like(gen_logit))
-        total = terms.total + self.adv_weight * adv
+        total = terms.total + self.options.adv_weight * adv
         opt_g.zero_grad(set_to_none=True)
         total.backward()  # also fills D's grads; they are cleared before D's next step
         loss = float(total.detach())

@@ -15,20 +15,21 @@ The anomaly map is the residual |x − G(E(x))| inside the eroded brain.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import CavlogError
-from ..models.gradcam import unwrap
-from ..models.resnet_vae import ResNetVAE
-from ._gan_nets import Discriminator
-from .base import Batch
-from .residual import ResidualMethod
+from ...errors import CavlogError
+from ...models.resnet_vae import ResNetVAE
+from ..base import Batch, MethodOptions, vae_of
+from ..residual import ResidualMethod
+from .nets import Discriminator
 
-__all__ = ["FAnoGAN", "decoder_parameters", "encoder_parameters", "gradient_penalty"]
+__all__ = ["FAnoGAN", "FAnoGANOptions", "decoder_parameters", "encoder_parameters",
+           "gradient_penalty"]
 
 
 def encoder_parameters(net: ResNetVAE) -> list[nn.Parameter]:
@@ -51,13 +52,43 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
 
 
+@dataclass(frozen=True)
+class FAnoGANOptions(MethodOptions):
+    """f-AnoGAN's schedule and loss weights.
+
+    Attributes
+    ----------
+    gan_fraction : float
+        Share of the iterations that train the GAN (phase 1); the rest trains the encoder.
+    n_critic : int
+        Critic steps per generator step (WGAN-GP).
+    gp_weight : float
+        Weight of the gradient penalty.
+    kappa : float
+        Weight of the critic-feature residual in the izif encoder loss.
+    """
+
+    gan_fraction: float = 0.6
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    kappa: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gan_fraction < 1:
+            raise ValueError(f"gan_fraction={self.gan_fraction}: must be in (0, 1)")
+        if self.n_critic < 1:
+            raise ValueError(f"n_critic={self.n_critic}: must be >= 1")
+        if self.gp_weight < 0 or self.kappa < 0:
+            raise ValueError(f"gp_weight={self.gp_weight}, kappa={self.kappa}: must be >= 0")
+
+
 class FAnoGAN(ResidualMethod):
     """f-AnoGAN with WGAN-GP and izif encoder training; see the module docstring.
 
     Single-process training only (a clear error under torchrun). Phase lengths derive from
-    ``TrainConfig.iterations`` (``epochs`` is refused) (``gan_fraction`` of the batches train
-    the GAN). Optimisers: Adam lr = ``TrainConfig.lr``, betas (0, 0.9) for the GAN (as WGAN-GP),
-    (0.9, 0.999) for the encoder.
+    ``TrainConfig.iterations`` (``epochs`` is refused): ``gan_fraction`` of the batches train
+    the GAN (:class:`FAnoGANOptions`). Optimisers: Adam lr = ``TrainConfig.lr``, betas (0, 0.9)
+    for the GAN (as WGAN-GP), (0.9, 0.999) for the encoder.
     """
 
     name: ClassVar[str] = "f-anogan"
@@ -66,10 +97,8 @@ class FAnoGAN(ResidualMethod):
         "residual (Schlegl et al. 2019); map = |x − G(E(x))|"
     )
     variational: ClassVar[bool] = False
-    gan_fraction: ClassVar[float] = 0.6
-    n_critic: ClassVar[int] = 5
-    gp_weight: ClassVar[float] = 10.0
-    kappa: ClassVar[float] = 1.0
+    Options = FAnoGANOptions
+    options: FAnoGANOptions
 
     def build(self) -> nn.ModuleDict:
         """Build the WGAN generator (the VAE decoder), critic and izif encoder."""
@@ -82,7 +111,7 @@ class FAnoGAN(ResidualMethod):
     def optimizers(self, modules: nn.ModuleDict) -> dict[str, torch.optim.Optimizer]:
         """Return Adam optimisers for the generator, the critic and the encoder."""
         lr = self.config.train.lr
-        net = unwrap(modules["model"])
+        net = vae_of(modules)
         return {
             "generator": torch.optim.Adam(decoder_parameters(net), lr=lr, betas=(0.0, 0.9)),
             "critic": torch.optim.Adam(modules["critic"].parameters(), lr=lr, betas=(0.0, 0.9)),
@@ -92,7 +121,7 @@ class FAnoGAN(ResidualMethod):
     @property
     def gan_iterations(self) -> int:
         """Iterations of phase 1 (the GAN); the rest trains the encoder."""
-        return max(1, round(self.gan_fraction * self.config.train.iterations))
+        return max(1, round(self.options.gan_fraction * self.config.train.iterations))
 
     def training_step(
         self,
@@ -106,14 +135,14 @@ class FAnoGAN(ResidualMethod):
         Returns the same keys in both phases: ``loss`` (the phase's objective), ``critic``,
         ``gp``, ``generator``, ``izif`` and ``phase`` (1 or 2); terms not computed are 0.
         """
-        if modules["model"] is not unwrap(modules["model"]):
+        if modules["model"] is not vae_of(modules):
             # Each phase uses half of the network outside its forward(), which DDP cannot sync.
             raise CavlogError(f"method {self.name!r} does not support multi-process (torchrun) "
                               "training; run it in a single process")
         if self.config.train.epochs is not None:
             raise CavlogError(f"method {self.name!r} schedules its GAN and encoder phases by "
                               f"iteration: use --iterations instead of --epochs")
-        net, critic = modules["model"], modules["critic"]
+        net, critic = vae_of(modules), modules["critic"]
         x = batch.images
         logs = dict.fromkeys(("critic", "gp", "generator", "izif"), 0.0)
         if iteration < self.gan_iterations:
@@ -121,13 +150,13 @@ class FAnoGAN(ResidualMethod):
             fake = torch.sigmoid(net.decode(z).float())
             gp = gradient_penalty(critic, x, fake.detach())
             c_loss = critic(fake.detach()).logits.mean() - critic(x).logits.mean() \
-                + self.gp_weight * gp
+                + self.options.gp_weight * gp
             optimizers["critic"].zero_grad(set_to_none=True)
             c_loss.backward()
             optimizers["critic"].step()
             logs.update(critic=float(c_loss.detach()), gp=float(gp.detach()))
             loss = logs["critic"]
-            if iteration % self.n_critic == 0:
+            if iteration % self.options.n_critic == 0:
                 g_loss = -critic(fake).logits.mean()
                 optimizers["generator"].zero_grad(set_to_none=True)
                 g_loss.backward()
@@ -140,7 +169,7 @@ class FAnoGAN(ResidualMethod):
         recon = torch.sigmoid(net.decode(mu).float())
         feat_real = critic(x).features.detach()
         feat_fake = critic(recon).features
-        izif = F.mse_loss(recon, x) + self.kappa * F.mse_loss(feat_fake, feat_real)
+        izif = F.mse_loss(recon, x) + self.options.kappa * F.mse_loss(feat_fake, feat_real)
         optimizers["encoder"].zero_grad(set_to_none=True)
         izif.backward()
         optimizers["encoder"].step()

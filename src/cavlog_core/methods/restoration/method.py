@@ -10,16 +10,17 @@ its target and would push restored pixels to 0 or 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..models.gradcam import unwrap
-from ..models.resnet_vae import ResNetVAE
-from .residual import VAE, residual_map
+from ...models.resnet_vae import ResNetVAE
+from ..base import MethodOptions, vae_of
+from ..residual import VAE, residual_map
 
-__all__ = ["RestorationVAE", "restore", "total_variation"]
+__all__ = ["RestorationOptions", "RestorationVAE", "restore", "total_variation"]
 
 
 def total_variation(x: Tensor) -> Tensor:
@@ -68,27 +69,51 @@ def restore(net: ResNetVAE, images: Tensor, brain: Tensor, *, steps: int, step_s
     return xr.detach()
 
 
-class RestorationVAE(VAE):
-    """VAE trained as usual; the map is |x − x_r| after MAP restoration (Chen et al. 2020).
+@dataclass(frozen=True)
+class RestorationOptions(MethodOptions):
+    """Settings of the MAP restoration (see :func:`restore`).
 
-    Restoration settings are class attributes (``restore_steps`` gradient steps of size
-    ``restore_step_size``, TV weight ``tv_weight``); the paper used hundreds of steps, a few
-    already remove most of a lesion at a fraction of the cost.
+    The paper used hundreds of steps; a few already remove most of a lesion at a fraction of the
+    cost.
+
+    Attributes
+    ----------
+    steps : int
+        Gradient steps.
+    step_size : float
+        Step size on the image intensities (in [0, 1]).
+    tv_weight : float
+        Weight λ of TV(x_r − x).
     """
+
+    steps: int = 10
+    step_size: float = 0.1
+    tv_weight: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps={self.steps}: must be >= 0")
+        if self.step_size <= 0:
+            raise ValueError(f"step_size={self.step_size}: must be > 0")
+        if self.tv_weight < 0:
+            raise ValueError(f"tv_weight={self.tv_weight}: must be >= 0")
+
+
+class RestorationVAE(VAE):
+    """VAE trained as usual; the map is |x − x_r| after MAP restoration (Chen et al. 2020)."""
 
     name: ClassVar[str] = "restoration-vae"
     description: ClassVar[str] = (
         "restoration VAE: MAP restoration of the input by gradient steps on ELBO + TV "
         "(Chen et al. 2020); map = |x − x_restored|"
     )
-    restore_steps: ClassVar[int] = 10
-    restore_step_size: ClassVar[float] = 0.1
-    tv_weight: ClassVar[float] = 0.05
+    Options = RestorationOptions
+    options: RestorationOptions
 
     def anomaly_maps(self, modules: nn.ModuleDict, images: Tensor, brain: Tensor) -> Tensor:
         """|x − x_r| inside the eroded brain; ``(B, 1, R, R)``."""
-        net = unwrap(modules["model"])
-        xr = restore(net, images, brain, steps=self.restore_steps,
-                     step_size=self.restore_step_size, tv_weight=self.tv_weight,
-                     beta=self.config.train.beta)
+        net = vae_of(modules)
+        opt = self.options
+        xr = restore(net, images, brain, steps=opt.steps, step_size=opt.step_size,
+                     tv_weight=opt.tv_weight, beta=self.config.train.beta)
         return residual_map(images, xr, brain, erosion=self.config.preprocess.mask_erosion)

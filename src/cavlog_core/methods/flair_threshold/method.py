@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .base import Batch, Method
+from ..base import Batch, Method
 
 __all__ = ["FlairThreshold", "equalize_in_mask"]
 

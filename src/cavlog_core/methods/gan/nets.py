@@ -63,5 +63,6 @@ class Discriminator(nn.Module):
         self.head = nn.Conv2d(c_in, 1, size)
 
     def forward(self, x: Tensor) -> CriticOutput:
+        """Score ``(B, 1, R, R)`` images: logits ``(B,)`` and the features before the head."""
         f = self.features(x)
         return CriticOutput(self.head(f).flatten(), f)
