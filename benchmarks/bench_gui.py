@@ -34,7 +34,7 @@ def main() -> int:
     import napari
 
     from cavlog_core import cli
-    from cavlog_core.data.synth import generate_subject, write_subject
+    from cavlog_core.synth import generate_subject, write_subject
     from napari_cavlog import AnomalyWidget, demo_checkpoint_path
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-gui-"))

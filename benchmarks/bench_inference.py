@@ -19,10 +19,10 @@ import torch
 from cavlog_core.checkpoint import LoadedCheckpoint
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays
-from cavlog_core.data.synth import generate_subject
 from cavlog_core.device import resolve_device
 from cavlog_core.inference.predict import predict_volume
 from cavlog_core.methods import get_method
+from cavlog_core.synth import generate_subject
 
 
 def random_checkpoint(resolution: int, width: float, device: torch.device) -> LoadedCheckpoint:

@@ -40,7 +40,7 @@ def _stats(times_s: list[float]) -> str:
 
 
 def _subject():
-    from cavlog_core.data.synth import generate_subject
+    from cavlog_core.synth import generate_subject
 
     return generate_subject(3, SHAPE, healthy=False)
 
@@ -87,8 +87,8 @@ def bench_widget(changes: int) -> None:
     from cavlog_core.checkpoint import save_checkpoint
     from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
     from cavlog_core.data.io import case_from_arrays
-    from cavlog_core.data.synth import synth_affine
     from cavlog_core.methods import get_method
+    from cavlog_core.synth import synth_affine
     from napari_cavlog import AnomalyWidget
     from napari_cavlog._layers import case_layer_data
 

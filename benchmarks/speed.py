@@ -32,10 +32,10 @@ from cavlog_core._progress import drain
 from cavlog_core.checkpoint import LoadedCheckpoint, load_checkpoint
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays
-from cavlog_core.data.synth import generate_subject
 from cavlog_core.device import cpu_bf16_units
 from cavlog_core.inference.predict import predict_volume
 from cavlog_core.methods import get_method
+from cavlog_core.synth import generate_subject
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "src" / "napari_cavlog" / "weights" / "demo.pt"
@@ -115,7 +115,7 @@ def finetune_rate(iterations: int, device: str, *, cpu_bf16: bool) -> float:
     from cavlog_core.training.fit import finetune_config, fit
 
     with tempfile.TemporaryDirectory() as tmp:
-        from cavlog_core.data.synth import write_subject
+        from cavlog_core.synth import write_subject
 
         write_subject(generate_subject(3, (240, 240, 155), healthy=True), Path(tmp) / "H",
                       "H")
@@ -161,7 +161,7 @@ def main() -> int:
         bf16 = volume_seconds(loaded, case, precision="bf16", device="cpu", repeats=args.repeats)
         report(f"cpu volume {label}", bf16, fp32, "s", "bf16 vs fp32, one 240x240x155 volume")
     if DEMO.is_file():
-        from cavlog_core.data.synth import write_subject
+        from cavlog_core.synth import write_subject
 
         n = 6 if args.quick else 20
         with tempfile.TemporaryDirectory() as tmp:

@@ -31,11 +31,11 @@ from cavlog_core._progress import drain
 from cavlog_core.checkpoint import load_checkpoint
 from cavlog_core.config import LESION_PRESETS
 from cavlog_core.data import find_cases, load_case, select_slices, split_cases
-from cavlog_core.data.synth import write_synthetic_dataset
 from cavlog_core.errors import one_line_warnings
 from cavlog_core.evaluate import evaluate
 from cavlog_core.inference.predict import predict
 from cavlog_core.maps.thresholds import parse_threshold
+from cavlog_core.synth import write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ import numpy as np
 
 from cavlog_core._atomic import atomic_path
 from cavlog_core.config import SynthConfig
-from cavlog_core.data.synth import iter_subjects
+from cavlog_core.synth import iter_subjects
 
 HEIGHTS = (0.2, 0.35, 0.45, 0.5, 0.55, 0.7, 0.85)  # fractions of the brain's axial extent
 

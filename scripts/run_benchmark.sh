@@ -41,7 +41,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from cavlog_core.data.synth import generate_subject, healthy_flags, subject_seed, write_subject
+from cavlog_core.synth import generate_subject, healthy_flags, subject_seed, write_subject
 from cavlog_core.config import SynthConfig
 
 out, n, shape = Path(sys.argv[1]), int(sys.argv[2]), tuple(int(v) for v in sys.argv[3].split(","))

@@ -28,7 +28,7 @@ from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, T
 from cavlog_core._progress import drain
 from cavlog_core.calibrate import calibrate
 from cavlog_core.checkpoint import load_checkpoint, save_checkpoint
-from cavlog_core.data.synth import write_synthetic_dataset
+from cavlog_core.synth import write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]

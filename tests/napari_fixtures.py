@@ -31,7 +31,7 @@ def make_tiny_checkpoint(path: Path, *, resolution: int = 64, width: float = 0.1
 def write_synthetic_cases(root: Path, seeds: tuple[int, ...], *, shape=(64, 64, 40),
                           healthy: bool = False) -> list[Path]:
     """Synthetic subjects as BraTS-2019 case folders ``SYN_<seed>/SYN_<seed>_{flair,seg}``."""
-    from cavlog_core.data.synth import generate_subject, write_subject
+    from cavlog_core.synth import generate_subject, write_subject
 
     folders = []
     for seed in seeds:

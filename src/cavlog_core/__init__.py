@@ -38,6 +38,8 @@ _LAZY = {
     "get_method": "cavlog_core.methods",
     "list_methods": "cavlog_core.methods",
     "drain": "cavlog_core._progress",
+    "relay": "cavlog_core._progress",
+    "Progress": "cavlog_core._progress",
     "run_evaluate": "cavlog_core.evaluate",
 }
 

@@ -33,6 +33,9 @@ NORMALIZATIONS = ("percentile", "max-histogram")
 #: before anything is allocated).
 MAX_RESOLUTION = 1024
 MAX_LATENT_DIM = 4096
+#: ``InferenceConfig.precision`` choices: ``auto`` is bf16 on CUDA and on CPUs with bf16 units
+#: (:func:`cavlog_core.device.resolve_precision`), else fp32.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: ``SynthConfig.lesions``: the synthetic disease.
 LESION_PRESETS = ("glioma", "ms")
 
@@ -256,6 +259,29 @@ class RunConfig:
             model=build(ModelConfig, d.get("model", {})),
             train=build(TrainConfig, d.get("train", {})),
         )
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Defaults of an inference run: ``cavlog predict`` / ``evaluate`` / ``calibrate``, the GUI.
+
+    ``threshold`` is a threshold spec (``0.5``, ``healthy:fpr1``, ``oracle`` ... see
+    :func:`cavlog_core.maps.thresholds.parse_threshold`); ``slices`` which axial slices get a map
+    (``brain``: every slice with brain, ``central:N``).
+    """
+
+    batch_size: int = 32
+    device: str = "auto"
+    slices: str = "brain"
+    precision: str = "auto"
+    threshold: str = "0.5"
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1")
+        _check(self.precision in PRECISIONS,
+               f"precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        _check(bool(_SLICES_RE.match(self.slices)),
+               f"slices={self.slices!r}: expected 'brain' or 'central:N'")
 
 
 @dataclass(frozen=True)

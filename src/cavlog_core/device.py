@@ -11,6 +11,7 @@ import warnings
 
 import torch
 
+from .config import PRECISIONS
 from .errors import CavlogError
 
 
@@ -59,8 +60,6 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise CavlogError(f"--device {spec!r}: expected one of auto, cpu, cuda, cuda:N, mps")
 
 
-#: ``precision=`` choices of inference (``predict_volume``, ``evaluate``, the CLI and the GUI).
-PRECISIONS = ("auto", "fp32", "bf16")
 #: CPU flags (``/proc/cpuinfo``) of units that run bf16 convolutions natively (oneDNN kernels).
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 

@@ -19,7 +19,7 @@ def synthetic_case(
     Parameters
     ----------
     seed : int
-        Subject seed of ``cavlog_core.data.synth.generate_subject``.
+        Subject seed of ``cavlog_core.synth.generate_subject``.
     shape : tuple of 3 int
         Volume shape ``(X, Y, Z)`` in canonical RAS at 1 mm.
 
@@ -29,7 +29,7 @@ def synthetic_case(
         As :func:`napari_cavlog._layers.case_layer_data`: display order ``(Z, Y, X)``.
     """
     from cavlog_core.data.io import case_from_arrays
-    from cavlog_core.data.synth import generate_subject, synth_affine
+    from cavlog_core.synth import generate_subject, synth_affine
 
     subject = generate_subject(seed, shape, healthy=False)
     case = case_from_arrays(

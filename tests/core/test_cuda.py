@@ -14,8 +14,8 @@ from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, T
 from cavlog_core._progress import drain
 from cavlog_core.checkpoint import load_checkpoint
 from cavlog_core.data import find_cases, load_case
-from cavlog_core.data.synth import write_synthetic_dataset
 from cavlog_core.inference.predict import predict
+from cavlog_core.synth import write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

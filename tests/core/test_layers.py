@@ -17,16 +17,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2] / "src" / "cavlog_core"
 
 #: Layer of each top-level unit of cavlog_core (a subpackage or a module), lowest first.
+#: ``synth`` sits below ``data``: the default ``max-histogram`` reference of
+#: ``data/preprocess.py`` is a slice of a healthy synthetic subject. ``device`` reads the
+#: precision choices from ``config``.
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "_atomic": 1, "_json": 1, "_lock": 1, "_progress": 1, "config": 1, "device": 1,
-    "data": 2, "metrics": 2, "lesions": 2,
-    "models": 3, "maps": 3,
-    "methods": 4,
-    "checkpoint": 5,
-    "inference": 6, "training": 6,
-    "evaluate": 7, "calibrate": 7, "benchmark": 8,
-    "cli": 9, "__main__": 10, "__init__": 10,
+    "_atomic": 1, "_json": 1, "_lock": 1, "_progress": 1, "config": 1,
+    "device": 2, "synth": 2,
+    "data": 3, "metrics": 3, "lesions": 3,
+    "models": 4, "maps": 4,
+    "methods": 5,
+    "checkpoint": 6,
+    "inference": 7, "training": 7,
+    "evaluate": 8, "calibrate": 8, "benchmark": 9,
+    "cli": 10, "__main__": 11, "__init__": 11,
+}
+
+#: Modules of ``cavlog_core.synth``, lowest first: writer -> subject -> lesions / anatomy -> fields.
+SYNTH_LAYERS: dict[str, int] = {
+    "fields": 0, "anatomy": 1, "lesions": 1, "subject": 2, "writer": 3, "__init__": 4,
 }
 
 
@@ -94,3 +103,21 @@ def test_the_check_catches_an_upward_import(tmp_path):
     units = _imported_units(fake, ["data"])
     assert "training" in units and LAYERS["training"] > LAYERS["data"]
     assert "training" not in _imported_units(ROOT / "data" / "io.py")
+
+
+def test_synth_modules_point_one_way():
+    folder = ROOT / "synth"
+    assert {p.stem for p in folder.glob("*.py")} == set(SYNTH_LAYERS)
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module, f"{path.name}: 'from . import' inside synth"
+                other = node.module.split(".")[0]
+                assert SYNTH_LAYERS[other] < SYNTH_LAYERS[path.stem], (
+                    f"synth/{path.name} imports synth/{other}.py: writer -> subject -> "
+                    f"lesions / anatomy -> fields")
+
+
+def test_no_synth_module_left_in_data():
+    assert not (ROOT / "data" / "synth.py").exists()

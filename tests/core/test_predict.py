@@ -170,7 +170,7 @@ def test_bf16_map_matches_fp32_on_the_demo_model():
     """bf16 (autocast, Grad-CAM backward included) against fp32: correlation >= 0.99 and the
     same mask at 0.5 on >= 99 % of brain voxels (issue 10's acceptance test)."""
     from cavlog_core.checkpoint import load_checkpoint
-    from cavlog_core.data.synth import generate_subject
+    from cavlog_core.synth import generate_subject
     from napari_cavlog import demo_checkpoint_path
 
     if not demo_checkpoint_path().is_file():

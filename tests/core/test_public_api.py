@@ -7,7 +7,7 @@ import cavlog_core
 
 PROMISED = ("ResNetVAE", "extended_log_barrier", "fit", "predict_volume", "pixel_metrics",
             "load_case", "find_cases", "PreprocessConfig", "ModelConfig", "TrainConfig",
-            "RunConfig", "SynthConfig", "drain", "run_evaluate")
+            "RunConfig", "SynthConfig", "drain", "relay", "Progress", "run_evaluate")
 
 
 def test_promised_names_resolve():

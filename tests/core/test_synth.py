@@ -10,7 +10,8 @@ import pytest
 
 from cavlog_core import cli
 from cavlog_core.config import SynthConfig
-from cavlog_core.data.synth import (
+from cavlog_core.errors import CavlogError
+from cavlog_core.synth import (
     SyntheticSubject,
     SynthProgress,
     SynthResult,
@@ -22,7 +23,6 @@ from cavlog_core.data.synth import (
     synth_affine,
     write_synthetic_dataset,
 )
-from cavlog_core.errors import CavlogError
 
 SMALL = (64, 64, 32)
 

@@ -8,8 +8,8 @@ import pytest
 from cavlog_core import cli
 from cavlog_core.config import SynthConfig
 from cavlog_core.data import select_slices
-from cavlog_core.data.synth import generate_subject, subject_seed
 from cavlog_core.errors import CavlogError
+from cavlog_core.synth import generate_subject, subject_seed
 
 
 def central_share(subject) -> tuple[float, np.ndarray]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import PreprocessConfig, TrainConfig
+from ..config import PRECISIONS, InferenceConfig, PreprocessConfig, TrainConfig
 from ..errors import CavlogError
 
 PRE = PreprocessConfig()
 TRN = TrainConfig()
+INF = InferenceConfig()
 
 
 def existing_path(text: str) -> Path:
@@ -114,11 +115,9 @@ def add_device_option(p, default: str = TRN.device) -> None:
 
 def add_inference_options(p) -> None:
     """``--device``, ``--batch-size`` (slices per network pass) and ``--precision``."""
-    from ..device import PRECISIONS
-
-    add_device_option(p)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    add_device_option(p, INF.device)
+    p.add_argument("--precision", choices=PRECISIONS, default=INF.precision,
                    help="compute precision of the maps; auto (default): bf16 on CUDA and on CPUs "
                         "with AMX / AVX-512-BF16 units, fp32 elsewhere")
-    p.add_argument("--batch-size", type=int, default=TRN.batch_size,
-                   help=f"slices per network pass; default {TRN.batch_size}")
+    p.add_argument("--batch-size", type=int, default=INF.batch_size,
+                   help=f"slices per network pass; default {INF.batch_size}")

@@ -7,10 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import TrainConfig
-from ._common import add_inference_options, existing_path, output_dir, require
-
-TRN = TrainConfig()
+from ._common import INF, add_inference_options, existing_path, output_dir, require
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,8 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=existing_path, help="checkpoint.pt written by cavlog train")
     p.add_argument("input", type=existing_path, help="case folder, NIfTI file or dataset root")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--threshold", default="0.5",
-                   help="mask threshold: a number in [0, 1] (default 0.5, the paper's), "
+    p.add_argument("--threshold", default=INF.threshold,
+                   help=f"mask threshold: a number in [0, 1] (default {INF.threshold}, the "
+                        "paper's), "
                         "'healthy' (= the checkpoint's healthy_p95) or 'healthy:pXX' "
                         "(p85, p90, p95, p98, p99: percentiles of maps of healthy slices) or "
                         "'healthy:fprX' (fpr0.5, fpr1, fpr5: the value above which X %% of "

@@ -73,7 +73,7 @@ def _fraction(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cavlog synth`` with parsed ``args``; return the exit status."""
-    from ..data.synth import write_synthetic_dataset
+    from ..synth import write_synthetic_dataset
 
     seed = _int("seed", args.seed)
     if seed < 0:

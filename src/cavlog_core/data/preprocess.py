@@ -136,7 +136,7 @@ def _builtin_slice_reference() -> np.ndarray:
     maximum: deterministic, shipped with the code (nothing is read from disk), and healthy by
     construction, as the authors' fixed reference slice.
     """
-    from .synth import generate_subject, subject_seed
+    from ..synth import generate_subject, subject_seed
 
     flair, _, brain = generate_subject(subject_seed(0, 0), (240, 240, 155), healthy=True)
     z = int(np.median(np.nonzero(brain.any(axis=(0, 1)))[0]))

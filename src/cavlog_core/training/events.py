@@ -58,6 +58,26 @@ class TrainEvent:
     lr: float = 0.0
     seconds_left: float = float("nan")
 
+    # The library's common progress vocabulary (cavlog_core.Progress).
+    @property
+    def stage(self) -> str:
+        """The ``phase``."""
+        return self.phase
+
+    @property
+    def done(self) -> int:
+        """Iterations done; for ``prepare`` events, cases loaded."""
+        if self.phase == "prepare":
+            return int(next((v for k, v in self.losses.items() if k.endswith("_done")), 0))
+        return self.iteration
+
+    @property
+    def total(self) -> int:
+        """Iterations in all; for ``prepare`` events, cases to load."""
+        if self.phase == "prepare":
+            return int(next((v for k, v in self.losses.items() if k.endswith("_total")), 0))
+        return self.total_iterations
+
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the JSON-lines log."""
         return dataclasses.asdict(self)
