@@ -22,16 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._progress import drain
+from ._progress import drain, relay
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import InferenceConfig
 from .data import find_cases, iter_loaded_cases, iter_slice_arrays, lesion_free_slices
 from .device import resolve_device
 from .errors import CavlogError
 from .inference.predict import predict_volume
 from .lesions import MIN_LESION_KEY, find_lesions, healthy_component_volume
 from .maps.thresholds import mask_in_brain
-from .training.events import TrainEvent
+from .training.events import TrainEvent, prepare_event
 from .training.fit import _as_slices, _validate
+
+_INF = InferenceConfig()  # the defaults of every inference option
 
 __all__ = ["CalibrationResult", "calibrate"]
 
@@ -73,7 +76,7 @@ def calibrate(
     out: str | Path,
     slices: str = "brain",
     device: str = "auto",
-    batch_size: int = 32,
+    batch_size: int = _INF.batch_size,
     cache_dir: str | Path | None = None,
 ) -> Generator[TrainEvent, None, CalibrationResult]:
     """Recompute a checkpoint's healthy thresholds on the lesion-free slices of ``data``.
@@ -115,12 +118,7 @@ def calibrate(
     cases = find_cases(data)
     gen = iter_slice_arrays(cases, config.preprocess, cache_dir=cache_dir, healthy_only=True)
     try:
-        while True:
-            prog = next(gen)
-            yield TrainEvent(0, 0, 0, "prepare", {"calibration_cases_done": prog.done,
-                                                  "calibration_cases_total": prog.total})
-    except StopIteration as stop:
-        arrays = stop.value
+        arrays = yield from relay(gen, lambda p: prepare_event("calibration", p.done, p.total))
     except CavlogError as err:
         raise CavlogError(f"{data}: {err}") from None
     healthy = _as_slices(arrays, config.model.resolution, "calibration")

@@ -37,6 +37,7 @@ from ._atomic import atomic_write_text
 from ._json import json_safe
 from ._progress import drain
 from .checkpoint import LoadedCheckpoint
+from .config import InferenceConfig
 from .data.io import CaseFiles, find_cases, load_case
 from .data.preprocess import prepare_slices, select_slices
 from .data.splits import keep_for_evaluation, lesion_fraction, split_cases
@@ -49,6 +50,8 @@ from .metrics import (
     exact_curves,
     scores_from_counts,
 )
+
+_INF = InferenceConfig()  # the defaults of every inference option
 
 __all__ = ["ORACLE_NOTE", "EvaluateEvent", "EvaluationReport", "evaluate", "run_evaluate"]
 
@@ -76,6 +79,11 @@ class EvaluateEvent:
     total: int
     case_id: str
     skipped: bool = False
+
+    @property
+    def stage(self) -> str:
+        """``"skip"`` for a dropped scan, else ``"evaluate"``."""
+        return "skip" if self.skipped else "evaluate"
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +160,7 @@ class EvaluationReport:
         """Return a Markdown summary: pixel metrics and a table row per threshold strategy."""
         p = self.pixel
 
-        def f(v: float, digits: int = 3) -> str:
+        def f(v: float | None, digits: int = 3) -> str:
             return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) \
                 else f"{v:.{digits}f}"
 
@@ -244,9 +252,9 @@ def evaluate(
     slices: str | None = None,
     all_pixels: bool = False,
     device: str = "auto",
-    batch_size: int = 32,
+    batch_size: int = _INF.batch_size,
     exact_limit: int = EVAL_EXACT_LIMIT,
-    precision: str = "auto",
+    precision: str = _INF.precision,
 ) -> Generator[EvaluateEvent, None, EvaluationReport]:
     """Evaluate a checkpoint on the labelled scans of a split; a generator of progress events.
 
@@ -294,8 +302,8 @@ def evaluate(
     spec = slices or pre.slices
     select_slices(np.ones((1, 1, 1), bool), spec)  # validates the spec before any heavy work
     found = find_cases(data)
-    split, split_note = resolve_split(split, data, loaded, len(found))
-    files = _split_files(data, found, split, loaded)
+    used_split, split_note = resolve_split(split, data, loaded, len(found))
+    files = _split_files(data, found, used_split, loaded)
     for f in files:
         if f.seg is None:
             raise InputFileError(f.path, f"case {f.case_id} has no ground-truth segmentation "
@@ -361,7 +369,7 @@ def evaluate(
 
     if not cases:
         raise CavlogError(
-            f"{data}: no scan of the {split} split has a lesion fraction >= "
+            f"{data}: no scan of the {used_split} split has a lesion fraction >= "
             f"{pre.min_lesion_fraction:.3%} on slices {spec} ({len(skipped)} skipped)"
         )
     all_scores = all_labels = None
@@ -389,6 +397,7 @@ def evaluate(
     operating["note"] = ORACLE_NOTE
     if all_scores is not None and not math.isnan(summary["threshold_best"]):
         # Per-scan Dice at the pooled operating point (exact: every score was kept).
+        assert all_labels is not None  # set together with all_scores
         bounds = np.cumsum([0, *scan_sizes])
         oracle = [
             scores_from_counts(*counts_at_thresholds(all_scores[a:b], all_labels[a:b],
@@ -413,8 +422,8 @@ def evaluate(
         for j, label in enumerate(labels)
     }
     return EvaluationReport(
-        checkpoint=str(loaded.meta.get("path", checkpoint)), data=str(data), split=split,
-        split_note=split_note,
+        checkpoint=str(loaded.meta.get("path", checkpoint)), data=str(data),
+        split=used_split, split_note=split_note,
         slices=spec, pixels="all" if all_pixels else "brain",
         resolution=loaded.config.model.resolution, cases=cases, skipped=skipped, pixel=pixel,
         operating_point=operating, strategies=table, per_scan_dice=per_scan,

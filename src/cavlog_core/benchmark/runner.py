@@ -24,6 +24,7 @@ import torch
 
 from .._atomic import atomic_write_text
 from .._lock import FolderBusy, folder_lock
+from .._progress import relay
 from ..config import RunConfig
 from ..data import SliceArrays, find_cases, iter_slice_arrays, split_cases
 from ..errors import CavlogError
@@ -78,6 +79,17 @@ class BenchmarkEvent:
     step: int = 0
     total_steps: int = 0
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    # The library's common progress vocabulary (cavlog_core.Progress).
+    @property
+    def done(self) -> int:
+        """The ``step``."""
+        return self.step
+
+    @property
+    def total(self) -> int:
+        """The ``total_steps``."""
+        return self.total_steps
     message: str = ""
 
 
@@ -132,21 +144,15 @@ def prepare_data(
                           f"split_fractions={base.train.split_fractions}; a benchmark needs both")
     by_id = {c.case_id: c for c in cases}
     total = len(split["train"]) + len(split["val"])
-    done = 0
 
-    def build(ids: list[str], required: bool) -> Generator[BenchmarkEvent, None, Any]:
-        nonlocal done
+    def build(ids: list[str], required: bool, before: int) -> Generator[BenchmarkEvent, None, Any]:
         if not ids:
             return None
         gen = iter_slice_arrays([by_id[i] for i in ids], base.preprocess, cache_dir=cache_dir,
                                 healthy_only=True)
         try:
-            while True:
-                next(gen)
-                done += 1
-                yield BenchmarkEvent("prepare", step=done, total_steps=total)
-        except StopIteration as stop:
-            return stop.value
+            return (yield from relay(gen, lambda p: BenchmarkEvent(
+                "prepare", step=before + p.done, total_steps=total)))
         except CavlogError:
             if required:
                 raise
@@ -154,8 +160,8 @@ def prepare_data(
 
     if not slices:
         return BenchmarkData(root=root, split=split, split_seed=split_seed, train=None, val=None)
-    train = yield from build(split["train"], True)
-    val = yield from build(split["val"], False)
+    train = yield from build(split["train"], True, 0)
+    val = yield from build(split["val"], False, len(split["train"]))
     return BenchmarkData(root=root, split=split, split_seed=split_seed, train=train, val=val)
 
 
@@ -283,7 +289,8 @@ def run_one(
     timings. Raises :class:`RunBusy` when another process holds the run's lock.
     """
     run_dir = out / (folder or setting.label) / f"seed{seed}"
-    ev = {"run": run, "total_runs": total_runs, "label": setting.label, "seed": seed}
+    ev: dict[str, Any] = {"run": run, "total_runs": total_runs, "label": setting.label,
+                          "seed": seed}
     config = setting.apply(base)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     done = load_result(run_dir)
@@ -321,16 +328,10 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
             raise CavlogError(f"{run_dir}: needs training but the slices were not prepared")
         gen = fit(config, data.train, out_dir=run_dir, resume=state == "partial",
                   val_data=data.val)
-        try:
-            while True:
-                event = next(gen)
-                if event.phase in ("warmup", "constrained"):
-                    yield BenchmarkEvent("train", step=event.iteration,
-                                         total_steps=event.total_iterations,
-                                         metrics={"loss": event.losses.get("loss", math.nan)},
-                                         **ev)
-        except StopIteration as stop:
-            fit_result = stop.value
+        fit_result = yield from relay(gen, lambda e: BenchmarkEvent(
+            "train", step=e.iteration, total_steps=e.total_iterations,
+            metrics={"loss": e.losses.get("loss", math.nan)}, **ev,
+        ) if e.phase in ("warmup", "constrained") else None)
     train_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -344,16 +345,12 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
     gen_eval = evaluate(loaded, data.root, split="test", slices=eval_slices,
                         all_pixels=all_pixels, device=config.train.device,
                         batch_size=batch_size or config.train.batch_size, precision=precision)
-    try:
-        while True:
-            e = next(gen_eval)
-            yield BenchmarkEvent("evaluate", step=e.done, total_steps=e.total, **ev)
-    except StopIteration as stop:
-        report: EvaluationReport = stop.value
+    report: EvaluationReport = yield from relay(gen_eval, lambda e: BenchmarkEvent(
+        "evaluate", step=e.done, total_steps=e.total, **ev))
     eval_s = time.perf_counter() - t1
 
-    recall, precision, _ = report.pr_curve
-    result = {
+    recall, pr_precision, _ = report.pr_curve
+    result: dict[str, Any] = {
         "label": setting.label,
         "method": setting.method,
         "seed": seed,
@@ -367,7 +364,7 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
         "healthy_fc_satisfied": loaded.meta.get("healthy_fc_satisfied"),
         "thresholds": loaded.thresholds,
         "metrics": _metrics_from_report(report),
-        "pr_curve": _thin_curve(recall, precision),
+        "pr_curve": _thin_curve(recall, pr_precision),
         "device": str(next((p.device for p in loaded.modules.parameters()),
                            torch.device("cpu"))),
     }

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write_text
+from .._progress import drain
 from ..config import RunConfig
 from ..data.preprocess import select_slices
 from ..device import resolve_device, warn_if_cpu_fallback
@@ -308,9 +309,4 @@ def _ref(value: Any) -> str:
 
 def run_benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     """Drain :func:`benchmark` and return its :class:`BenchmarkResult`."""
-    gen = benchmark(cfg)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(benchmark(cfg))

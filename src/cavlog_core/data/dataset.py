@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -103,7 +104,8 @@ def healthy(arrays: SliceArrays) -> SliceArrays:
         return arrays.subset(arrays.lesion_voxels == 0)
     if arrays.lesion is None:
         return arrays
-    return arrays.subset(~arrays.lesion.reshape(len(arrays), -1).any(axis=1))
+    # numpy types ``any(axis=...)`` as possibly a scalar; on a 2-D array it is an (N,) mask.
+    return arrays.subset(cast(np.ndarray, ~arrays.lesion.reshape(len(arrays), -1).any(axis=1)))
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,11 @@ class BuildProgress:
     case_id: str
     from_cache: bool
     n_slices: int
+
+    @property
+    def stage(self) -> str:
+        """``"cached"`` (read from the slice cache) or ``"prepare"`` (computed)."""
+        return "cached" if self.from_cache else "prepare"
 
 
 def default_cache_dir(case: CaseFiles) -> Path:
@@ -156,6 +163,7 @@ def _compute(case: Case, cfg: PreprocessConfig) -> dict[str, np.ndarray]:
     batch = prepare_slices(case, cfg)
     out = {"images": batch.images.astype(np.float16), "brain": batch.brain, "z": batch.z}
     if batch.lesion is not None:
+        assert batch.lesion_voxels is not None  # prepare_slices sets both or neither
         out["lesion"] = batch.lesion
         out["lesion_voxels"] = batch.lesion_voxels
     return out
@@ -182,7 +190,9 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with contextlib.suppress(OSError):  # a read-only or full disk only costs speed
         with atomic_path(path) as tmp:
-            np.savez(tmp, **arrays)
+            # mypy matches **arrays against the ``allow_pickle: bool`` keyword too; the keys are
+            # array names only.
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]
 
 
 def _as_case_list(cases: str | Path | Iterable[CaseFiles | Case | str | Path]

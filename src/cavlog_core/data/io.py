@@ -311,7 +311,7 @@ def find_cases(root: str | Path) -> list[CaseFiles]:
 # --------------------------------------------------------------------------------------------
 # Loading and validation
 # --------------------------------------------------------------------------------------------
-def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Pair]:
     """Read one NIfTI volume (3D, or 4D+ with trailing singleton axes) in its stored voxel order."""
     if _NIFTI_RE.match(path.name) is None:
         raise InputFileError(path, "not a NIfTI file (expected a .nii or .nii.gz name)")
@@ -330,7 +330,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     if len(shape) > 3 and any(s != 1 for s in shape[3:]):
         raise InputFileError(path, f"{len(shape)}D image of shape {shape}: expected a 3D volume "
                              "(one FLAIR volume, not a time series or a multi-channel image)")
-    _check_claimed_size(path, tuple(int(v) for v in shape[:3]))
+    _check_claimed_size(path, (int(shape[0]), int(shape[1]), int(shape[2])))
     _check_affine(path, img.affine)
     try:
         data = np.asarray(img.dataobj)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,13 +29,15 @@ from torch import nn
 
 from .._progress import drain
 from ..checkpoint import LoadedCheckpoint, load_checkpoint
-from ..config import PreprocessConfig
+from ..config import InferenceConfig, PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import CavlogError
 from ..maps.normalize import normalize_maps
 from ..models.resnet_vae import BasicBlock
+
+_INF = InferenceConfig()  # the defaults of every inference option
 
 __all__ = [
     "PredictEvent",
@@ -66,6 +68,11 @@ class PredictEvent:
     total: int
     z: int
     slice_map: np.ndarray
+
+    @property
+    def stage(self) -> str:
+        """Always ``"predict"`` (the :class:`~cavlog_core.Progress` vocabulary)."""
+        return "predict"
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,15 +129,22 @@ def resolve_model(
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """``bn(conv(x))`` as one convolution (BatchNorm in evaluation mode is an affine map)."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator]
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, bias=True,
+    # Only called on pairs that passed _foldable: tracked running statistics.
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    # _ConvNd types these as tuple[int, ...]; on a Conv2d they have two entries.
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels,
+                      cast("tuple[int, int]", conv.kernel_size),
+                      cast("tuple[int, int]", conv.stride),
+                      cast("str | tuple[int, int]", conv.padding),
+                      cast("tuple[int, int]", conv.dilation), conv.groups, bias=True,
                       padding_mode=conv.padding_mode, device=conv.weight.device,
                       dtype=conv.weight.dtype)
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
+    assert fused.bias is not None  # built with bias=True
     with torch.no_grad():
         fused.weight.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())  # type: ignore[operator]
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
     return fused
 
 
@@ -150,7 +164,9 @@ def _fold_batchnorm(root: nn.Module) -> int:
         if isinstance(module, nn.Sequential):
             for i in range(len(module) - 1):
                 if _foldable(module[i], module[i + 1]):
-                    module[i] = _fold(module[i], module[i + 1])
+                    # _foldable checked that these are a Conv2d and a BatchNorm2d.
+                    module[i] = _fold(cast(nn.Conv2d, module[i]),
+                                      cast(nn.BatchNorm2d, module[i + 1]))
                     module[i + 1] = nn.Identity()
                     n += 1
         if isinstance(module, BasicBlock):
@@ -174,7 +190,8 @@ def inference_modules(modules: nn.ModuleDict, device: torch.device) -> nn.Module
     _fold_batchnorm(twin)
     for p in twin.parameters():
         p.requires_grad_(False)
-    return twin.to(device=device, memory_format=torch.channels_last)
+    # Module.to accepts memory_format at runtime (it forwards to Tensor.to); the stubs omit it.
+    return twin.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def _to_device(arr: np.ndarray, dev: torch.device, *, channels_last: bool) -> torch.Tensor:
@@ -192,10 +209,10 @@ def iter_slice_maps(
     loaded: LoadedCheckpoint,
     slices: SliceBatch,
     *,
-    batch_size: int = 32,
+    batch_size: int = _INF.batch_size,
     device: torch.device | None = None,
     modules: nn.ModuleDict | None = None,
-    precision: str = "auto",
+    precision: str = _INF.precision,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Normalised anomaly maps of prepared slices, batch by batch.
 
@@ -259,11 +276,11 @@ def predict_volume(
     model: LoadedCheckpoint | str | Path,
     case: Case | str | Path,
     *,
-    batch_size: int = 32,
-    device: str | torch.device = "auto",
-    slices: str | np.ndarray | None = "brain",
+    batch_size: int = _INF.batch_size,
+    device: str | torch.device = _INF.device,
+    slices: str | np.ndarray | None = _INF.slices,
     preprocess: PreprocessConfig | None = None,
-    precision: str = "auto",
+    precision: str = _INF.precision,
 ) -> Generator[PredictEvent, None, PredictResult]:
     """Anomaly map of a volume; a generator of per-slice :class:`PredictEvent`.
 
@@ -319,8 +336,8 @@ def predict_volume(
     resolve_precision(precision, dev)  # a bad value fails before any work
     for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev,
                                        precision=precision):
-        vol = batch.geometry.to_volume(maps[:, 0].float(), order=1).clamp_(0.0, 1.0)
-        vol = vol.cpu().numpy()
+        vol = (batch.geometry.to_volume(maps[:, 0].float(), order=1).clamp_(0.0, 1.0)
+               .cpu().numpy())
         zs = batch.z[start:start + vol.shape[0]]
         vol *= np.moveaxis(case.brain_mask[:, :, zs], -1, 0)  # exactly 0 outside the brain
         anomaly[:, :, zs] = np.moveaxis(vol, 0, -1)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -242,7 +242,8 @@ def compute_cam(model: nn.Module, features: Tensor, mu: Tensor, *, weights: str 
     if weights == "mean":
         return activation_cam(features)
     if weights in _HELD:
-        net = unwrap(model)
+        # ``model`` is a ResNetVAE or a wrapper of one (see Parameters).
+        net = cast(ResNetVAE, unwrap(model))
         if any(_uses_batch_stats(bn) for bn in _batch_norms(_after_cam_stage(net))):
             with _HELD[weights](_after_cam_stage(net)):
                 held_mu, _ = net.encode_from(features)
@@ -300,7 +301,7 @@ def encoder_cam(model: ResNetVAE, x: Tensor, *, weights: str = "gradient") -> Te
     a Grad-CAM needs a backward pass). ``weights`` as in :func:`compute_cam`.
     """
     _check_weights(weights)
-    model = unwrap(model)
+    model = cast(ResNetVAE, unwrap(model))  # the bare ResNetVAE inside a possible wrapper
     with torch.inference_mode(False), torch.no_grad():
         features = model.features_at(x.clone() if x.is_inference() else x)
         if weights == "mean":

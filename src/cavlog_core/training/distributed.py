@@ -87,7 +87,7 @@ def wrap_ddp(modules: nn.ModuleDict, info: DistInfo, device: torch.device) -> nn
     if not info.enabled:
         return modules
     ids = [device.index] if device.type == "cuda" else None
-    wrapped = {}
+    wrapped: dict[str, nn.Module] = {}
     for name, module in modules.items():
         if any(p.requires_grad for p in module.parameters()):
             wrapped[name] = DistributedDataParallel(module, device_ids=ids)

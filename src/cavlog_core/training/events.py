@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["FitResult", "Phase", "TrainEvent"]
+__all__ = ["FitResult", "Phase", "TrainEvent", "prepare_event"]
 
 Phase = Literal["prepare", "warmup", "constrained", "validate", "done"]
 
@@ -81,6 +81,12 @@ class TrainEvent:
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the JSON-lines log."""
         return dataclasses.asdict(self)
+
+
+def prepare_event(what: str, done: int, total: int) -> TrainEvent:
+    """Return a ``prepare`` event: ``done`` of ``total`` cases of ``what`` (train, val) loaded."""
+    return TrainEvent(0, 0, 0, "prepare", {f"{what}_cases_done": done,
+                                           f"{what}_cases_total": total})
 
 
 @dataclass(frozen=True)

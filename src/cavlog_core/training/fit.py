@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .._atomic import atomic_write_text, remove_stale_temporaries
 from .._json import json_safe
 from .._lock import folder_lock
-from .._progress import drain
+from .._progress import drain, relay
 from ..checkpoint import config_from_payload, load_weights, read_checkpoint, save_checkpoint
 from ..config import RunConfig, TrainConfig
 from ..device import autocast, cpu_bf16_units, resolve_device, warn_if_cpu_fallback
@@ -39,7 +39,7 @@ from .distributed import (
     init_distributed,
     wrap_ddp,
 )
-from .events import FitResult, TrainEvent
+from .events import FitResult, TrainEvent, prepare_event
 
 __all__ = ["MAX_FALLBACK_VALIDATION_SLICES", "finetune_config", "fit", "run_fit"]
 
@@ -71,7 +71,8 @@ def finetune_config(base: RunConfig, **train_overrides: Any) -> RunConfig:
     ``train_overrides`` replace any other :class:`~cavlog_core.config.TrainConfig` field.
     """
     pre = dataclasses.replace(base.preprocess, slices="brain")
-    fields = {"split_fractions": (1.0, 0.0, 0.0), "warmup_iterations": 0, "epochs": None}
+    fields: dict[str, Any] = {"split_fractions": (1.0, 0.0, 0.0), "warmup_iterations": 0,
+                              "epochs": None}
     fields.update({k: v for k, v in train_overrides.items() if v is not None})
     return dataclasses.replace(base, preprocess=pre,
                                train=dataclasses.replace(base.train, **fields))
@@ -117,12 +118,7 @@ def _prepare_data(
     def build(cases: list, what: str, required: bool) -> Generator[TrainEvent, None, Any]:
         gen = iter_slice_arrays(cases, config.preprocess, cache_dir=cache_dir, healthy_only=True)
         try:
-            while True:
-                prog = next(gen)
-                yield TrainEvent(0, 0, 0, "prepare", {f"{what}_cases_done": prog.done,
-                                                        f"{what}_cases_total": prog.total})
-        except StopIteration as stop:
-            return stop.value
+            return (yield from relay(gen, lambda p: prepare_event(what, p.done, p.total)))
         except CavlogError as err:
             if required:
                 raise CavlogError(f"{data}: {err}") from None
@@ -419,7 +415,8 @@ def _build_modules(method: Method, config: RunConfig, *, payload: dict | None, c
         load_weights(init_checkpoint, init, modules)
     modules.to(device)
     if device.type == "cuda":
-        modules.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at runtime (it forwards to Tensor.to); the stubs omit it.
+        modules.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         torch.backends.cudnn.benchmark = True
     return modules
 
@@ -447,6 +444,7 @@ def _fit(
     train_cfg = config.train
     run = _RunDir(out_dir, info)
     method = get_method(train_cfg.method)(config)
+    config = method.config  # with every method option resolved, as the checkpoint stores it
     if info.world_size > train_cfg.batch_size:
         raise CavlogError(f"batch_size={train_cfg.batch_size} is smaller than the "
                           f"{info.world_size} DDP processes")
