@@ -301,31 +301,12 @@ def evaluate(
     pre = loaded.config.preprocess
     spec = slices or pre.slices
     select_slices(np.ones((1, 1, 1), bool), spec)  # validates the spec before any heavy work
-    found = find_cases(data)
-    used_split, split_note = resolve_split(split, data, loaded, len(found))
-    files = _split_files(data, found, used_split, loaded)
-    for f in files:
-        if f.seg is None:
-            raise InputFileError(f.path, f"case {f.case_id} has no ground-truth segmentation "
-                                         "(<ID>_seg.nii.gz); evaluate needs one")
+    files, used_split, split_note = _labelled_files(data, split, loaded)
     strategies = threshold_strategies(loaded.thresholds)
-    labels = list(strategies)
-    thr = np.array([strategies[k] for k in labels], dtype=np.float64)
+    acc = _Pooled(list(strategies), np.array(list(strategies.values()), dtype=np.float64),
+                  cam_grid=_cam_grid(loaded), all_pixels=all_pixels, exact_limit=exact_limit)
     twin = inference_modules(loaded.modules, dev)
-
-    hist = ScoreHistogram()
-    # The AUROC over the pixels not pooled (all pixels, or the brain with --all-pixels) and the
-    # FLAIR references (full and pooled to the CAM grid), streamed: no extra memory.
-    extra = {k: ScoreHistogram() for k in ("other", "flair", "flair_pooled")}
-    cam_grid = _cam_grid(loaded)
-    kept_scores: list[np.ndarray] | None = []
-    kept_labels: list[np.ndarray] = []
-    scan_sizes: list[int] = []  # pooled pixels of each kept scan, to split kept_scores again
-    n_kept = 0
-    totals = np.zeros((3, thr.size), dtype=np.int64)
-    per_scan: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
-    cases: list[str] = []
     for i, f in enumerate(files):
         case = load_case(f)
         z = select_slices(case.brain_mask, spec, min_brain_fraction=pre.min_brain_fraction)
@@ -337,98 +318,170 @@ def evaluate(
             continue
         batch = prepare_slices(case, pre, z)
         assert batch.lesion is not None  # keep_for_evaluation needs ground truth
-        scan = np.zeros((3, thr.size), dtype=np.int64)
-        n_before = n_kept
+        acc.start_scan()
         for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev,
                                            modules=twin, precision=precision):
-            scores = maps.cpu().numpy()
-            stop = start + scores.shape[0]
-            lesion = batch.lesion[start:stop]
-            region = None if all_pixels else batch.brain[start:stop]
-            scan += np.stack(counts_at_thresholds(scores, lesion, thr, region))
-            hist.update(scores, lesion, region)
-            brain = batch.brain[start:stop]
-            extra["other"].update(scores, lesion, brain if all_pixels else None)
-            flair = batch.images[start:stop] * brain
-            extra["flair"].update(flair, lesion, region)
-            extra["flair_pooled"].update(_pooled(flair, cam_grid), lesion, region)
-            if kept_scores is not None:  # exact metrics while the pooled pixels stay small
-                s = scores.reshape(-1) if region is None else scores[region]
-                n_kept += s.size
-                if n_kept > exact_limit:
-                    kept_scores, kept_labels = None, []
-                else:
-                    kept_scores.append(s)
-                    kept_labels.append(lesion.reshape(-1) if region is None else lesion[region])
-        totals += scan
-        scan_sizes.append(n_kept - n_before)
-        dice_scan = scores_from_counts(*scan)["dice"]
-        per_scan[case.case_id] = {k: float(v) for k, v in zip(labels, dice_scan)}
-        cases.append(case.case_id)
+            stop = start + maps.shape[0]
+            acc.add(maps.cpu().numpy(), batch.lesion[start:stop], batch.brain[start:stop],
+                    batch.images[start:stop])
+        acc.end_scan(case.case_id)
         yield EvaluateEvent(i + 1, len(files), case.case_id)
 
-    if not cases:
+    if not acc.cases:
         raise CavlogError(
             f"{data}: no scan of the {used_split} split has a lesion fraction >= "
             f"{pre.min_lesion_fraction:.3%} on slices {spec} ({len(skipped)} skipped)"
         )
-    all_scores = all_labels = None
-    if kept_scores is not None:
-        all_scores, all_labels = np.concatenate(kept_scores), np.concatenate(kept_labels)
-        del kept_scores, kept_labels
-        curves = exact_curves(all_scores, all_labels)
-    else:
-        curves = hist.curves()
-    summary = curves.summary()
-    pixel = {k: summary[k] for k in ("auroc", "auprc", "average_precision", "n_pixels",
-                                     "n_positive", "exact", "error_bound")}
-    other = extra["other"].curves().summary()["auroc"]
-    pixel["auroc_brain"] = other if all_pixels else summary["auroc"]
-    pixel["auroc_all_pixels"] = summary["auroc"] if all_pixels else other
-    pixel["prevalence"] = summary["n_positive"] / max(summary["n_pixels"], 1)
-    reference = {
-        "flair_auprc": extra["flair"].curves().summary()["auprc"],
-        "flair_pooled_auprc": extra["flair_pooled"].curves().summary()["auprc"],
-        "cam_grid": cam_grid,
-        "note": "normalised FLAIR as the map, full resolution and average-pooled to the CAM "
-                "grid; no training, uses no ground truth to build",
-    }
-    operating = {k: summary[k] for k in ("dice_best", "iou_best", "threshold_best")}
-    operating["note"] = ORACLE_NOTE
-    if all_scores is not None and not math.isnan(summary["threshold_best"]):
-        # Per-scan Dice at the pooled operating point (exact: every score was kept).
-        assert all_labels is not None  # set together with all_scores
-        bounds = np.cumsum([0, *scan_sizes])
-        oracle = [
-            scores_from_counts(*counts_at_thresholds(all_scores[a:b], all_labels[a:b],
-                                                     [summary["threshold_best"]]))["dice"][0]
-            for a, b in itertools.pairwise(bounds)
-        ]
-        for c, v in zip(cases, oracle):
-            per_scan[c]["oracle"] = float(v)
-        operating["dice_per_scan_mean"] = float(np.mean(oracle))
-        operating["dice_per_scan_std"] = float(np.std(oracle))
-    pooled = scores_from_counts(*totals)
-    scan_dice = np.array([[per_scan[c][k] for k in labels] for c in cases]).reshape(-1, len(labels))
-    table = {
-        label: {
-            "threshold": float(thr[j]),
-            **{m: float(pooled[m][j]) for m in ("dice", "iou", "precision", "recall")},
-            # Voxel false-positive rate on the non-lesion pixels: what a healthy_fprX promises.
-            "fpr": float(totals[1, j]) / max(summary["n_pixels"] - summary["n_positive"], 1),
-            "dice_per_scan_mean": float(scan_dice[:, j].mean()),
-            "dice_per_scan_std": float(scan_dice[:, j].std()),
-        }
-        for j, label in enumerate(labels)
-    }
+    curves, summary, pixel, reference = acc.pixel_metrics()
+    operating = acc.operating_point(summary)  # adds the per-scan Dice there to per_scan
     return EvaluationReport(
         checkpoint=str(loaded.meta.get("path", checkpoint)), data=str(data),
         split=used_split, split_note=split_note,
         slices=spec, pixels="all" if all_pixels else "brain",
-        resolution=loaded.config.model.resolution, cases=cases, skipped=skipped, pixel=pixel,
-        operating_point=operating, strategies=table, per_scan_dice=per_scan,
+        resolution=loaded.config.model.resolution, cases=acc.cases, skipped=skipped,
+        pixel=pixel, operating_point=operating, strategies=acc.strategy_table(summary),
+        per_scan_dice=acc.per_scan,
         pr_curve=curves.pr_curve(), seconds=time.perf_counter() - t0, reference=reference,
     )
+
+
+def _labelled_files(data: str | Path, split: Split,
+                    loaded: LoadedCheckpoint) -> tuple[list[CaseFiles], str, str]:
+    """Return the case files of ``split`` (each with ground truth), the split used, its note."""
+    found = find_cases(data)
+    used_split, split_note = resolve_split(split, data, loaded, len(found))
+    files = _split_files(data, found, used_split, loaded)
+    for f in files:
+        if f.seg is None:
+            raise InputFileError(f.path, f"case {f.case_id} has no ground-truth segmentation "
+                                         "(<ID>_seg.nii.gz); evaluate needs one")
+    return files, used_split, split_note
+
+
+class _Pooled:
+    """Everything :func:`evaluate` accumulates over the scans, slice batch by slice batch.
+
+    Counts at every threshold strategy (pooled and per scan), the score histogram of the pooled
+    pixels, the streamed AUROC of the pixels not pooled and of the FLAIR references, and the
+    exact scores while they fit in ``exact_limit``.
+    """
+
+    def __init__(self, labels: list[str], thresholds: np.ndarray, *, cam_grid: int,
+                 all_pixels: bool, exact_limit: int) -> None:
+        self.labels, self.thr = labels, thresholds
+        self.cam_grid, self.all_pixels, self.exact_limit = cam_grid, all_pixels, exact_limit
+        self.hist = ScoreHistogram()
+        # The AUROC over the pixels not pooled (all pixels, or the brain with all_pixels) and
+        # the FLAIR references (full and pooled to the CAM grid), streamed: no extra memory.
+        self.extra = {k: ScoreHistogram() for k in ("other", "flair", "flair_pooled")}
+        self.kept_scores: list[np.ndarray] | None = []
+        self.kept_labels: list[np.ndarray] = []
+        self.scan_sizes: list[int] = []  # pooled pixels of each kept scan, to split them again
+        self.n_kept = 0
+        self.totals = np.zeros((3, thresholds.size), dtype=np.int64)
+        self.per_scan: dict[str, dict[str, float]] = {}
+        self.cases: list[str] = []
+        self._scan = self.totals.copy()
+        self._n_before = 0
+        self.all_scores: np.ndarray | None = None  # every kept score, once pooled
+        self.all_labels: np.ndarray | None = None
+
+    def start_scan(self) -> None:
+        """Begin the counts of one scan."""
+        self._scan = np.zeros_like(self.totals)
+        self._n_before = self.n_kept
+
+    def add(self, scores: np.ndarray, lesion: np.ndarray, brain: np.ndarray,
+            images: np.ndarray) -> None:
+        """Add a batch of ``(B, 1, R, R)`` maps with their lesion, brain and FLAIR slices."""
+        region = None if self.all_pixels else brain
+        self._scan += np.stack(counts_at_thresholds(scores, lesion, self.thr, region))
+        self.hist.update(scores, lesion, region)
+        self.extra["other"].update(scores, lesion, brain if self.all_pixels else None)
+        flair = images * brain
+        self.extra["flair"].update(flair, lesion, region)
+        self.extra["flair_pooled"].update(_pooled(flair, self.cam_grid), lesion, region)
+        if self.kept_scores is not None:  # exact metrics while the pooled pixels stay small
+            s = scores.reshape(-1) if region is None else scores[region]
+            self.n_kept += s.size
+            if self.n_kept > self.exact_limit:
+                self.kept_scores, self.kept_labels = None, []
+            else:
+                self.kept_scores.append(s)
+                self.kept_labels.append(lesion.reshape(-1) if region is None else lesion[region])
+
+    def end_scan(self, case_id: str) -> None:
+        """Close the scan: its Dice at every strategy, its share of the kept scores."""
+        self.totals += self._scan
+        self.scan_sizes.append(self.n_kept - self._n_before)
+        dice_scan = scores_from_counts(*self._scan)["dice"]
+        self.per_scan[case_id] = {k: float(v) for k, v in zip(self.labels, dice_scan)}
+        self.cases.append(case_id)
+
+    def pixel_metrics(self) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Return the pooled curves, their summary, the pixel metrics and the FLAIR references.
+
+        The curves are exact when every score was kept, binned otherwise.
+        """
+        if self.kept_scores is not None:
+            self.all_scores = np.concatenate(self.kept_scores)
+            self.all_labels = np.concatenate(self.kept_labels)
+            self.kept_scores, self.kept_labels = None, []
+            curves = exact_curves(self.all_scores, self.all_labels)
+        else:
+            curves = self.hist.curves()
+        summary = curves.summary()
+        pixel = {k: summary[k] for k in ("auroc", "auprc", "average_precision", "n_pixels",
+                                         "n_positive", "exact", "error_bound")}
+        other = self.extra["other"].curves().summary()["auroc"]
+        pixel["auroc_brain"] = other if self.all_pixels else summary["auroc"]
+        pixel["auroc_all_pixels"] = summary["auroc"] if self.all_pixels else other
+        pixel["prevalence"] = summary["n_positive"] / max(summary["n_pixels"], 1)
+        reference = {
+            "flair_auprc": self.extra["flair"].curves().summary()["auprc"],
+            "flair_pooled_auprc": self.extra["flair_pooled"].curves().summary()["auprc"],
+            "cam_grid": self.cam_grid,
+            "note": "normalised FLAIR as the map, full resolution and average-pooled to the CAM "
+                    "grid; no training, uses no ground truth to build",
+        }
+        return curves, summary, pixel, reference
+
+    def operating_point(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Best Dice / IoU over thresholds; per-scan Dice there when every score was kept."""
+        operating = {k: summary[k] for k in ("dice_best", "iou_best", "threshold_best")}
+        operating["note"] = ORACLE_NOTE
+        scores, labels = self.all_scores, self.all_labels
+        if scores is not None and labels is not None \
+                and not math.isnan(summary["threshold_best"]):
+            bounds = np.cumsum([0, *self.scan_sizes])
+            oracle = [
+                scores_from_counts(*counts_at_thresholds(scores[a:b], labels[a:b],
+                                                         [summary["threshold_best"]]))["dice"][0]
+                for a, b in itertools.pairwise(bounds)
+            ]
+            for c, v in zip(self.cases, oracle):
+                self.per_scan[c]["oracle"] = float(v)
+            operating["dice_per_scan_mean"] = float(np.mean(oracle))
+            operating["dice_per_scan_std"] = float(np.std(oracle))
+        return operating
+
+    def strategy_table(self, summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """Pooled and per-scan scores at every threshold strategy."""
+        pooled = scores_from_counts(*self.totals)
+        scan_dice = np.array([[self.per_scan[c][k] for k in self.labels]
+                              for c in self.cases]).reshape(-1, len(self.labels))
+        negatives = max(summary["n_pixels"] - summary["n_positive"], 1)
+        return {
+            label: {
+                "threshold": float(self.thr[j]),
+                **{m: float(pooled[m][j]) for m in ("dice", "iou", "precision", "recall")},
+                # Voxel false-positive rate on the non-lesion pixels: what healthy_fprX promises.
+                "fpr": float(self.totals[1, j]) / negatives,
+                "dice_per_scan_mean": float(scan_dice[:, j].mean()),
+                "dice_per_scan_std": float(scan_dice[:, j].std()),
+            }
+            for j, label in enumerate(self.labels)
+        }
 
 
 def _cam_grid(loaded: LoadedCheckpoint) -> int:

@@ -3,19 +3,33 @@
 A cerebrum (ellipsoid with a low-frequency irregular outline, a flat floor and a medial notch that
 leaves the temporal lobes), cerebellum and brain stem; lateral ventricle pair, third and fourth
 ventricles; deep grey matter (thalami, lentiform nuclei, caudate heads). Each structure is a
-signed depth field in nominal mm (positive inside), evaluated at warped coordinates; the
-cortical ribbon, sulci and fissure are drawn from these fields by
-:func:`~cavlog_core.synth.generate_subject`.
+signed depth field in nominal mm (positive inside), evaluated at coordinates warped by a smooth
+random deformation on the coarse grid; the gyral pattern and base intensity follow on the medium
+grid, and the cortical ribbon, sulci, fissure and CSF at full resolution inside the work box
+(steps run in this order by :func:`~cavlog_core.synth.generate_subject`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
 
-from .fields import _F32, Wobble, _ellipsoid_depth
+from .fields import (
+    _F32,
+    Wobble,
+    _Box,
+    _ellipsoid_depth,
+    _Geometry,
+    _Grid,
+    _resample,
+    _sheet_distance,
+    _smooth_noise,
+    _soft_below,
+    _wobble_fn,
+    _Xyz,
+)
 
 
 @dataclass(frozen=True)
@@ -159,3 +173,177 @@ def _deep_grey(x: np.ndarray, y: np.ndarray, z: np.ndarray, an: _Anatomy) -> np.
     assert out is not None
     return out
 
+
+
+class _Warp(NamedTuple):
+    """Warped nominal-mm coordinates of the coarse grid and the cerebrum's wobbly outline."""
+
+    at: _Xyz
+    outline: Wobble
+
+
+class _CoarseAnatomy(NamedTuple):
+    """Anatomy on the coarse grid (mm): depths, sulcus / fissure limits, bias, warped coordinates.
+
+    ``infra`` is 1 in the cerebellum and brain stem; ``sulc`` and ``fiss`` are how far (below 0
+    where none) sulci and the fissure reach; ``bias`` is the multiplicative bias field.
+    """
+
+    at: _Xyz
+    depth: np.ndarray
+    infra: np.ndarray
+    vent: np.ndarray
+    dgm: np.ndarray
+    sulc: np.ndarray
+    fiss: np.ndarray
+    bias: np.ndarray
+
+
+class _Tissue(NamedTuple):
+    """Healthy full-resolution phantom in the work box; ``gm`` and ``csf`` are fractions."""
+
+    img: np.ndarray
+    tissue: np.ndarray
+    depth: np.ndarray
+    brain: np.ndarray
+    vent: np.ndarray
+    gm: np.ndarray
+    csf: np.ndarray
+
+
+def _coarse_sigma(geo: _Geometry) -> float:
+    """Correlation length of the deformation (14 nominal mm) in coarse-grid points."""
+    return 14.0 * geo.scale / geo.coarse.step
+
+
+def _warp(rng: np.random.Generator, an: _Anatomy, geo: _Geometry) -> _Warp:
+    """Draw the smooth random deformation of the coarse grid and the outline's wobble."""
+    sigma = _coarse_sigma(geo)
+    deform = [_smooth_noise(rng, geo.coarse.shape, sigma) * _F32(an.deform_mm) for _ in range(3)]
+    wob1 = _wobble_fn(rng, an.outline, 3.0, 8)
+    wob2 = _wobble_fn(rng, an.outline * 0.4, 7.0, 8)
+
+    def outline(ux: np.ndarray, uy: np.ndarray, uz: np.ndarray) -> np.ndarray:
+        return wob1(ux, uy, uz) + wob2(ux, uy, uz)
+
+    c = geo.coarse_mm
+    return _Warp(_Xyz(c.x + deform[0], c.y + deform[1], c.z + deform[2]), outline)
+
+
+def _csf_limits(rng: np.random.Generator, an: _Anatomy, geo: _Geometry, at: _Xyz,
+                infra: np.ndarray, outer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How deep sulci and the interhemispheric fissure may reach (coarse grid, mm)."""
+    # Sulci only in the cerebrum: push their allowed depth below zero elsewhere.
+    sulc = outer - _F32(an.sulcus_depth) * (1 + 0.4 * _smooth_noise(rng, geo.coarse.shape,
+                                                                    0.5 * _coarse_sigma(geo)))
+    sulc += infra * _F32(1000.0)
+    # The fissure reaches down to the corpus callosum: no fissure inside a sagittal ellipse
+    # around the callosum and diencephalon, so mid-level slices show it only front and back.
+    cc_y = (at.y + _F32(2.0 * an.size)) / _F32(38.0 * an.size)
+    cc_z = (at.z - _F32(an.vent_z - 20.0 * an.size)) / _F32(34.0 * an.size)
+    fiss = (_F32(1.0) - np.sqrt(cc_y * cc_y + cc_z * cc_z)) * _F32(30.0 * an.size)
+    return sulc, np.maximum(fiss, infra * _F32(1000.0))
+
+
+def _bias_field(rng: np.random.Generator, an: _Anatomy, geo: _Geometry) -> np.ndarray:
+    """Smooth multiplicative bias field with a random linear gradient (coarse grid)."""
+    c = geo.coarse_mm
+    return np.exp(_F32(an.bias) * _smooth_noise(rng, geo.coarse.shape, 2 * _coarse_sigma(geo))
+                  + _F32(an.bias * 0.5 / 80.0) * (c.y * _F32(rng.uniform(-1, 1))
+                                                  + c.z * _F32(rng.uniform(-1, 1))))
+
+
+def _coarse_anatomy(rng: np.random.Generator, an: _Anatomy, geo: _Geometry,
+                    warp: _Warp) -> _CoarseAnatomy:
+    """Tissue depths, sulcus / fissure limits and the bias field at the warped coarse grid."""
+    x, y, z = warp.at
+    depth, infra, outer = _anatomy_fields(x, y, z, an, warp.outline, with_regions=True)
+    vent = _ventricles(x, y, z, an)
+    dgm = _deep_grey(x, y, z, an)
+    sulc, fiss = _csf_limits(rng, an, geo, warp.at, infra, outer)
+    bias = _bias_field(rng, an, geo)
+    return _CoarseAnatomy(warp.at, depth, infra, vent, dgm, sulc, fiss, bias)
+
+
+def _gyri(rng: np.random.Generator, an: _Anatomy, at: _Xyz) -> np.ndarray:
+    """Signed distance (mm) to the radial sulcal sheets of the gyral pattern at ``at``."""
+    _, ux, uy, uz = _ellipsoid_depth(at.x, at.y, at.z, an.cerebrum_center, an.cerebrum_axes)
+    # Sulci are sheets roughly perpendicular to the surface: a random-wave field of the direction
+    # (radial sheets), tilted by a fraction of the position so they bend with depth.
+    r0, tilt = _F32(70.0 * an.size), _F32(0.5)
+    qx = ux * r0 + tilt * (at.x - _F32(an.cerebrum_center[0]) - ux * r0)
+    qy = uy * r0 + tilt * (at.y - _F32(an.cerebrum_center[1]) - uy * r0)
+    qz = uz * r0 + tilt * (at.z - _F32(an.cerebrum_center[2]) - uz * r0)
+    kappa = 2 * np.pi / (an.gyral_wavelength * an.size)
+    return _sheet_distance(rng, qx, qy, qz, count=12, wavenumber=kappa)
+
+
+def _base_intensity(rng: np.random.Generator, an: _Anatomy, geo: _Geometry, mid: _Grid,
+                    coarse: _CoarseAnatomy, at: _Xyz) -> np.ndarray:
+    """Tissue base intensity on the medium grid: texture, deep grey, cerebellar folia, bias."""
+    infra_m = _resample(coarse.infra, geo.coarse, mid)
+    dgm_m = np.clip(_F32(0.5) + _resample(coarse.dgm, geo.coarse, mid) / _F32(3.0), 0.0, 1.0)
+    cb_r = np.sqrt((np.abs(at.x) - _F32(an.cerebellum_center[0])) ** 2
+                   + (at.y - _F32(an.cerebellum_center[1])) ** 2
+                   + (at.z - _F32(an.cerebellum_center[2])) ** 2)
+    folia = _F32(0.035) * np.cos(cb_r * _F32(2 * np.pi / (6.0 * an.size))
+                                 + _F32(2.0) * _smooth_noise(rng, mid.shape,
+                                                             4.0 * geo.scale / geo.mstep))
+    texture = _smooth_noise(rng, mid.shape, 2.5 * geo.scale / geo.mstep) * _F32(an.texture)
+    base = (_F32(1.0) + texture + dgm_m * _F32(an.dgm_ratio - 1) * (1 - infra_m)
+            + infra_m * (_F32(an.cerebellum_ratio - 1) + folia))
+    base *= _resample(coarse.bias, geo.coarse, mid) * _F32(an.wm_level)
+    return base
+
+
+def _medium_fields(rng: np.random.Generator, an: _Anatomy, geo: _Geometry, box: _Box,
+                   coarse: _CoarseAnatomy) -> tuple[np.ndarray, np.ndarray]:
+    """Gyral sheet distance and tissue base intensity on the work box's medium grid."""
+    at = _Xyz(*(_resample(v, geo.coarse, box.mid) for v in coarse.at))
+    gyri = _gyri(rng, an, at)
+    return gyri, _base_intensity(rng, an, geo, box.mid, coarse, at)
+
+
+def _csf_distances(an: _Anatomy, geo: _Geometry, box: _Box, coarse: _CoarseAnatomy,
+                   gyri: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Full-resolution distances (mm, <= 0 inside) to sulcal and to fissure CSF."""
+    # A sulcus is a sheet that stops at its allowed depth.
+    d_sulc = np.abs(_resample(gyri, box.mid, box.fine))
+    # Sulci open up towards the surface (wedge-shaped CSF), widest at the brain's edge.
+    opening = np.clip(depth * _F32(-1.0 / 5.0) + _F32(1.0), 0.0, 1.0)
+    opening *= _F32(0.8 * an.sulcus_halfwidth + 0.3)
+    opening += _F32(an.sulcus_halfwidth)
+    d_sulc -= opening
+    del opening
+    np.maximum(d_sulc, _resample(coarse.sulc, geo.coarse, box.fine), out=d_sulc)
+    d_fiss = np.abs(_resample(coarse.at.x - _F32(an.cerebrum_center[0]), geo.coarse, box.fine))
+    d_fiss -= _F32(an.fissure_halfwidth)
+    np.maximum(d_fiss, _resample(coarse.fiss, geo.coarse, box.fine), out=d_fiss)
+    return d_sulc, d_fiss
+
+
+def _fine_tissue(an: _Anatomy, geo: _Geometry, box: _Box, coarse: _CoarseAnatomy,
+                 gyri: np.ndarray, base: np.ndarray) -> _Tissue:
+    """Healthy full-resolution FLAIR of the work box: CSF, cortical ribbon, tissue intensity."""
+    depth = _resample(coarse.depth, geo.coarse, box.fine)
+    pv = geo.vox_mm  # partial-volume ramp: one voxel
+    d_sulc, d_fiss = _csf_distances(an, geo, box, coarse, gyri, depth)
+    vent = _resample(coarse.vent, geo.coarse, box.fine)
+    d_csf = np.minimum(d_sulc, d_fiss)
+    np.minimum(d_csf, -vent, out=d_csf)
+    # Subarachnoid CSF at the surface, inside the brain mask as in skull-stripped BraTS masks.
+    np.minimum(d_csf, depth - _F32(an.csf_rim), out=d_csf)
+    csf = _soft_below(d_csf, pv)
+    # Cortical ribbon: grey matter within `cortex` mm of the surface, a sulcus or the fissure.
+    d_gm = np.minimum(d_sulc, d_fiss, out=d_sulc)
+    np.minimum(d_gm, depth, out=d_gm)
+    d_gm -= _F32(an.cortex)
+    gm = _soft_below(d_gm, pv)
+    gm *= 1 - csf
+    del d_fiss, d_csf, d_gm
+    tissue = _resample(base, box.mid, box.fine)
+    img = gm * _F32(an.gm_ratio - 1)
+    img += csf * _F32(an.csf_ratio - 1)
+    img += 1
+    img *= tissue
+    return _Tissue(img, tissue, depth, depth > 0, vent, gm, csf)

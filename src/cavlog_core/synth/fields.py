@@ -17,6 +17,9 @@ from scipy import ndimage
 
 _F32 = np.float32
 
+#: Shape of a BraTS volume; phantom anatomy is defined in millimetres for this grid and scaled.
+_REF_SHAPE = (240.0, 240.0, 155.0)
+
 #: A perturbation of an ellipsoid's normalised radius, as a function of the unit direction.
 Wobble = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -37,6 +40,61 @@ class _Grid(NamedTuple):
             sh[ax] = -1
             axes.append(v.astype(_F32).reshape(sh))
         return axes
+
+
+class _Xyz(NamedTuple):
+    """Three broadcastable arrays of nominal-mm coordinates ``(x, y, z)`` at grid points."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+
+
+class _Geometry(NamedTuple):
+    """How one volume's voxels map to nominal mm, with the coarse grid over the whole volume.
+
+    ``scale`` is voxels per nominal mm, ``center`` the centre voxel, ``vox_mm`` one voxel in
+    nominal mm, ``mstep`` the medium grid's spacing (voxels), ``coarse_mm`` the coarse points'
+    coordinates.
+    """
+
+    dims: tuple[int, int, int]
+    scale: float
+    center: np.ndarray
+    vox_mm: float
+    mstep: int
+    coarse: _Grid
+    coarse_mm: _Xyz
+
+
+class _Box(NamedTuple):
+    """Work box (voxels ``lo..hi-1``): the only part filled at full resolution (``fine``)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    fine: _Grid
+    mid: _Grid
+
+
+def _geometry(dims: tuple[int, int, int]) -> _Geometry:
+    """Scale, centre and grid steps of a ``dims`` volume (4 mm coarse, 2 mm medium grid)."""
+    scale = min(d / r for d, r in zip(dims, _REF_SHAPE))
+    center = (np.asarray(dims, dtype=float) - 1) / 2
+    cstep = max(1, round(4 * scale))
+    coarse = _covering_grid(np.zeros(3, int), np.asarray(dims), cstep)
+    x, y, z = coarse.mm(center, scale)
+    return _Geometry(dims=dims, scale=scale, center=center, vox_mm=1.0 / scale,
+                     mstep=max(1, round(2 * scale)), coarse=coarse, coarse_mm=_Xyz(x, y, z))
+
+
+def _work_box(depth: np.ndarray, geo: _Geometry) -> _Box:
+    """Work box: bounding box (plus a margin) of ``depth > 0`` on the coarse grid, with grids."""
+    coarse, cstep = geo.coarse, geo.coarse.step
+    inside = np.argwhere(depth > -2.0 * geo.vox_mm * cstep)
+    lo = np.maximum(coarse.start + cstep * (inside.min(axis=0) - 1), 0)
+    hi = np.minimum(coarse.start + cstep * (inside.max(axis=0) + 2), geo.dims)
+    fine = _Grid(tuple(int(v) for v in lo), 1, tuple(int(v) for v in hi - lo))
+    return _Box(lo, hi, fine, _covering_grid(lo, hi, geo.mstep))
 
 
 def _covering_grid(lo: np.ndarray, hi: np.ndarray, step: int) -> _Grid:

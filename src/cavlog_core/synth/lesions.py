@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .fields import _F32, _ellipsoid_depth, _Grid, _smooth_noise, _wobble_fn
+from .fields import _F32, _ellipsoid_depth, _Geometry, _Grid, _smooth_noise, _wobble_fn, _Xyz
 
 #: A field sampled at a point ``(x, y, z)`` in nominal mm.
 PointField = Callable[[tuple[float, float, float]], float]
@@ -90,6 +90,41 @@ def _draw_lesion(rng: np.random.Generator, size: float, z_mid: float, depth_at: 
         rim_ratio=rng.uniform(1.6, 2.4),
         mass=rng.uniform(0.2, 0.4),
     )
+
+
+def _coarse_sampler(field: np.ndarray, geo: _Geometry) -> PointField:
+    """Nearest coarse-grid value of ``field`` at a point in nominal mm (clipped to the grid)."""
+    coarse = geo.coarse
+
+    def at(c: tuple[float, float, float]) -> float:
+        idx = [int(np.clip(round((c[a] * geo.scale + geo.center[a]) / coarse.step), 0,
+                           coarse.shape[a] - 1)) for a in range(3)]
+        return float(field[tuple(idx)])
+
+    return at
+
+
+def _place_glioma(rng: np.random.Generator, geo: _Geometry, depth: np.ndarray, vent: np.ndarray,
+                  size: float, hemisphere_axes: tuple[float, float, float]) -> _Lesion:
+    """Draw a glioma at the axial middle of the brain from coarse ``depth`` / ``vent`` fields."""
+    inside_z = np.nonzero((depth > 0).any(axis=(0, 1)))[0]
+    z_lo, z_hi = geo.coarse.start[2] + geo.coarse.step * inside_z[[0, -1]]
+    z_mid = ((z_lo + z_hi) / 2 - geo.center[2]) / geo.scale
+    return _draw_lesion(rng, size, z_mid, _coarse_sampler(depth, geo), _coarse_sampler(vent, geo),
+                        hemisphere_axes)
+
+
+def _mass_effect(les: _Lesion, coords: _Xyz, warped: _Xyz, depth: np.ndarray) -> _Xyz:
+    """Warped coordinates pulled towards the lesion centre, pushing tissue outwards."""
+    dx = coords.x - _F32(les.center[0])
+    dy = coords.y - _F32(les.center[1])
+    dz = coords.z - _F32(les.center[2])
+    s2 = _F32(2 * (1.3 * max(les.axes)) ** 2)
+    push = _F32(les.mass) * np.exp(-(dx * dx + dy * dy + dz * dz) / s2)
+    # The skull holds the outline: the push fades to 0 over the outer 15 mm of the brain, so
+    # the tumour displaces inner structures (ventricles, deep grey matter), not the surface.
+    push *= np.clip(depth / _F32(15.0), 0.0, 1.0)
+    return _Xyz(warped.x - push * dx, warped.y - push * dy, warped.z - push * dz)
 
 
 def _paint_lesion(img: np.ndarray, seg: np.ndarray, tissue: np.ndarray, depth: np.ndarray,
