@@ -15,6 +15,10 @@ Every layer made by the plugin carries ``metadata["cavlog"]``, a dict with
     The brain mask in display order (shared, not copied, between a case's layers).
 ``role``
     ``"flair"``, ``"ground_truth"``, ``"anomaly"``, ``"mask"`` or ``"errors"``.
+``case`` (FLAIR layers made by the reader only)
+    A :class:`CaseRef`: the loaded ``cavlog_core`` ``Case`` and the display array handed to the
+    layer. :func:`case_from_layer` returns that very ``Case`` while the layer still holds that
+    array, so a run never rebuilds (and copies) the scan the reader already loaded.
 """
 
 from __future__ import annotations
@@ -26,17 +30,55 @@ import numpy as np
 from ._orient import from_display, scale_from_spacing, spacing_from_scale, to_display
 
 __all__ = [
+    "CASE_KEY",
     "GT_COLORS",
+    "CaseRef",
     "LayerData",
     "case_from_layer",
     "case_layer_data",
     "derived_metadata",
     "layer_case_id",
     "layer_role",
+    "reader_case",
     "robust_contrast_limits",
 ]
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+#: Key of the :class:`CaseRef` in a FLAIR layer's ``metadata["cavlog"]``.
+CASE_KEY = "case"
+
+
+class CaseRef:
+    """The ``Case`` a reader loaded and the display array it gave the FLAIR layer.
+
+    Kept in ``metadata["cavlog"]["case"]`` (in memory only). Copies share it (napari copies
+    metadata when duplicating a layer, whose data is then a new array: the identity check in
+    :meth:`case_for` fails and the copy is rebuilt from its own data); pickling drops it, so no
+    volume is ever serialised with the metadata.
+    """
+
+    __slots__ = ("case", "data")
+
+    def __init__(self, case: Any, data: np.ndarray | None) -> None:
+        self.case = case
+        self.data = data
+
+    def case_for(self, data: Any) -> Any:
+        """The ``Case`` when ``data`` is the very array the reader made for it, else None."""
+        return self.case if self.case is not None and data is self.data else None
+
+    def __copy__(self) -> CaseRef:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CaseRef:
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[None, None]]:
+        return CaseRef, (None, None)
+
+    def __repr__(self) -> str:
+        return f"CaseRef({self.case!r})"
 
 #: BraTS ground-truth colours: necrotic/non-enhancing core red, oedema yellow, enhancing orange
 #: (label 4 up to BraTS 2021, 3 from 2023). Distinct from the plugin's mask (cyan) and error
@@ -66,7 +108,8 @@ def case_layer_data(case: Any) -> list[LayerData]:
     -------
     list of (data, kwargs, layer_type)
         ``(Z, Y, X)`` display arrays (see :mod:`napari_cavlog._orient`) with ``scale`` set from the
-        voxel spacing and the geometry in ``metadata["cavlog"]``.
+        voxel spacing and the geometry in ``metadata["cavlog"]``; the FLAIR's also holds ``case``
+        itself (:class:`CaseRef`), reused by :func:`case_from_layer`.
     """
     brain = to_display(np.asarray(case.brain_mask, dtype=bool))
     base = {
@@ -79,6 +122,7 @@ def case_layer_data(case: Any) -> list[LayerData]:
     }
     scale = scale_from_spacing(case.spacing)
     flair = to_display(np.asarray(case.flair, dtype=np.float32))
+    flair_meta = {**base, "role": "flair", CASE_KEY: CaseRef(case, flair)}
     layers: list[LayerData] = [(
         flair,
         {
@@ -86,7 +130,7 @@ def case_layer_data(case: Any) -> list[LayerData]:
             "scale": scale,
             "colormap": "gray",
             "contrast_limits": robust_contrast_limits(flair, brain),
-            "metadata": {"cavlog": {**base, "role": "flair"}},
+            "metadata": {"cavlog": flair_meta},
         },
         "image",
     )]
@@ -108,6 +152,7 @@ def case_layer_data(case: Any) -> list[LayerData]:
 def derived_metadata(source: dict[str, Any] | None, role: str) -> dict[str, Any]:
     """``metadata`` for a layer computed from a FLAIR layer (same geometry, new role)."""
     meta = dict((source or {}).get("cavlog", {}))
+    meta.pop(CASE_KEY, None)  # the source's Case belongs to the source layer only
     meta["role"] = role
     return {"cavlog": meta}
 
@@ -129,11 +174,15 @@ def case_from_layer(
     *,
     name: str = "layer",
 ) -> Any:
-    """Rebuild a ``cavlog_core`` ``Case`` from a FLAIR image layer's data, metadata and scale.
+    """The ``cavlog_core`` ``Case`` of a FLAIR image layer's data, metadata and scale.
 
-    Layers read by this plugin carry their affine and brain mask in ``metadata["cavlog"]``.
-    Other 3D image layers are taken to be in the same display order ``(Z, Y', X)`` with the layer
-    scale as voxel spacing; their brain mask is computed by ``cavlog_core``.
+    A FLAIR layer made by this plugin's reader, whose data is still the array the reader gave it,
+    returns the reader's own ``Case`` (:func:`reader_case`: no copy, no rebuild). Otherwise the
+    case is rebuilt from the data: layers read by this plugin carry their affine and brain mask
+    in ``metadata["cavlog"]``; other 3D image layers are taken to be in the same display order
+    ``(Z, Y', X)`` with the layer scale as voxel spacing, their brain mask computed by
+    ``cavlog_core``. (An in-place edit of the reader's array is not noticed: assign a new
+    array to ``layer.data`` instead.)
 
     Raises
     ------
@@ -143,6 +192,9 @@ def case_from_layer(
     from cavlog_core.data.io import case_from_arrays
     from cavlog_core.errors import CavlogError
 
+    known = reader_case(data, metadata)
+    if known is not None:
+        return known
     array = np.asarray(data)
     if array.ndim != 3:
         raise CavlogError(f"layer {name!r}: expected a 3D volume, got shape {array.shape}")
@@ -156,3 +208,10 @@ def case_from_layer(
     return case_from_arrays(
         flair, brain_mask=brain, affine=np.asarray(affine), case_id=str(meta.get("case_id", name))
     )
+
+
+def reader_case(data: Any, metadata: dict[str, Any] | None) -> Any:
+    """The reader's ``Case`` of a FLAIR layer while ``data`` is the array the reader made for it
+    (see :class:`CaseRef`); None for other layers and for replaced data."""
+    ref = ((metadata or {}).get("cavlog") or {}).get(CASE_KEY)
+    return ref.case_for(data) if isinstance(ref, CaseRef) else None

@@ -19,6 +19,7 @@ __all__ = [
     "ModelRegistry",
     "demo_checkpoint_path",
     "load_checkpoint_cached",
+    "model_menu",
     "session_models",
 ]
 
@@ -97,6 +98,17 @@ class ModelRegistry:
 
 #: The registry of this Python process (one napari session).
 session_models = ModelRegistry()
+
+def model_menu(registry: ModelRegistry | None = None) -> list[tuple[str, str | None]]:
+    """``(label, checkpoint path)`` items of the anomaly widget's model menu: the demo model
+    (path None when its weights are not installed), then every entry of ``registry``."""
+    demo = demo_checkpoint_path()
+    first = (("Demo model (synthetic data)", str(demo)) if demo.is_file()
+             else ("Demo model (not installed)", None))
+    prefixes = {"finetuned": "Fine-tuned: ", "file": "File: "}
+    return [first, *((prefixes.get(e.origin, "") + e.label, str(e.path))
+                     for e in (session_models if registry is None else registry).entries())]
+
 
 _cache: dict[tuple[str, int, int, str], Any] = {}
 _cache_lock = threading.Lock()

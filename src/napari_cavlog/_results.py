@@ -11,6 +11,7 @@ can never be written into the first patient's layers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "ResultRegistry",
     "ThresholdState",
     "is_result_layer",
+    "napari_result_layer",
     "set_image_data",
     "zero_layer",
 ]
@@ -33,6 +35,8 @@ __all__ = [
 RESULT_ROLES = frozenset({"anomaly", "mask", "errors", "orientation"})
 
 _SLOTS = ("anomaly", "mask", "errors")
+_NAMES = {"anomaly": "anomaly", "mask": "mask", "errors": "errors (FP magenta, FN green)"}
+_LABEL_OPACITY = {"mask": 0.9, "errors": 0.8}
 
 
 @dataclass(eq=False)
@@ -68,6 +72,16 @@ class CaseResults:
     def layers(self) -> list[Any]:
         """The existing result layers, bottom to top."""
         return [layer for layer in (self.anomaly, self.mask, self.errors) if layer is not None]
+
+    def set_analysis(self, analysis: Any) -> None:
+        """Adopt a finished run: its map into the anomaly layer, the cache's mask buffer as the
+        mask layer's array (the threshold cache writes masks straight into the layer)."""
+        self.analysis = analysis
+        if self.anomaly is not None:
+            set_image_data(self.anomaly, analysis.anomaly)
+            self.anomaly.contrast_limits = (0.0, 1.0)
+        if self.mask is not None and self.mask.data is not analysis.cache.buffer:
+            self.mask.data = analysis.cache.buffer
 
     def apply_threshold(self, threshold: float, *, z: int | None = None) -> ThresholdState:
         """Re-threshold the cached map: the mask layer's array, and the error labels of slice
@@ -134,10 +148,16 @@ class ResultRegistry:
     Parameters
     ----------
     viewer : napari.Viewer
+        Anything with a napari-like ``layers`` list (``in``, ``index``, ``insert``, ``remove``).
+    make_layer : callable, optional
+        ``make_layer(role, data, *, name, metadata, source, opacity)`` -> a new result layer
+        (``role`` ``"anomaly"``, ``"mask"`` or ``"errors"``); default :func:`napari_result_layer`.
+        Tests pass duck-typed stand-ins, so the registry runs without napari.
     """
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, viewer: Any, *, make_layer: Callable[..., Any] | None = None) -> None:
         self._viewer = viewer
+        self._make = make_layer or napari_result_layer
         self._by_source: dict[int, CaseResults] = {}
 
     def get(self, source: Any) -> CaseResults | None:
@@ -185,12 +205,14 @@ class ResultRegistry:
         shape = tuple(np.shape(source.data))
         layers = self._viewer.layers
         if results.anomaly is None or results.anomaly not in layers:
-            results.anomaly = self._insert(_new_anomaly(source, shape, opacity), above=source)
+            layer = self._new("anomaly", np.zeros(shape, np.float32), source, opacity=opacity)
+            results.anomaly = self._insert(layer, above=source)
         else:
             zero_layer(results.anomaly, shape, np.float32)
             results.anomaly.contrast_limits = (0.0, 1.0)
         if results.mask is None or results.mask not in layers:
-            results.mask = self._insert(_new_mask(source, shape), above=results.anomaly)
+            layer = self._new("mask", np.zeros(shape, np.uint8), source)
+            results.mask = self._insert(layer, above=results.anomaly)
         else:
             zero_layer(results.mask, shape)
         if results.errors is not None and results.errors in layers:
@@ -202,14 +224,20 @@ class ResultRegistry:
     def add_errors(self, results: CaseResults, data: np.ndarray) -> Any:
         """The error-labels layer of ``results`` over ``data``, above its mask."""
         source = results.source
-        from napari.layers import Labels
-
-        layer = Labels(
-            data, name=f"{source.name} errors (FP magenta, FN green)",
-            colormap=label_colormap("errors"), opacity=0.8, scale=source.scale,
-            translate=source.translate, metadata=derived_metadata(source.metadata, "errors"))
+        layer = self._new("errors", data, source)
         results.errors = self._insert(layer, above=results.mask or results.anomaly or source)
         return layer
+
+    def remove_errors(self, results: CaseResults) -> None:
+        """Drop the error-labels layer of ``results`` (from the viewer too)."""
+        errors, results.errors = results.errors, None
+        if errors is not None and errors in self._viewer.layers:
+            self._viewer.layers.remove(errors)
+
+    def _new(self, role: str, data: np.ndarray, source: Any, *, opacity: float = 1.0) -> Any:
+        return self._make(role, data, name=f"{source.name} {_NAMES[role]}",
+                          metadata=derived_metadata(source.metadata, role), source=source,
+                          opacity=opacity)
 
     def _insert(self, layer: Any, *, above: Any) -> Any:
         layers = self._viewer.layers
@@ -223,28 +251,27 @@ def is_result_layer(layer: Any) -> bool:
     return layer_role(layer) in RESULT_ROLES
 
 
-def _new_anomaly(source: Any, shape: tuple[int, ...], opacity: float) -> Any:
-    from napari.layers import Image
+def napari_result_layer(role: str, data: np.ndarray, *, name: str, metadata: dict[str, Any],
+                        source: Any, opacity: float = 1.0) -> Any:
+    """A napari result layer over ``data``, drawn over ``source`` (same scale and translate).
 
-    layer = Image(
-        np.zeros(shape, dtype=np.float32), name=f"{source.name} anomaly",
-        colormap=anomaly_colormap(), blending="translucent", contrast_limits=(0.0, 1.0),
-        opacity=opacity, scale=source.scale, translate=source.translate,
-        metadata=derived_metadata(source.metadata, "anomaly"))
-    colorbar = getattr(layer, "colorbar", None)  # napari >= 0.6 draws it on the canvas
-    if colorbar is not None:
-        colorbar.visible = True
-    return layer
+    ``"anomaly"``: translucent inferno image in [0, 1] with a colour bar at ``opacity``;
+    ``"mask"``: cyan contour labels; ``"errors"``: magenta / green labels.
+    """
+    from napari.layers import Image, Labels
 
-
-def _new_mask(source: Any, shape: tuple[int, ...]) -> Any:
-    from napari.layers import Labels
-
-    layer = Labels(
-        np.zeros(shape, dtype=np.uint8), name=f"{source.name} mask",
-        colormap=label_colormap("mask"), opacity=0.9, scale=source.scale,
-        translate=source.translate, metadata=derived_metadata(source.metadata, "mask"))
-    layer.contour = 2  # an outline keeps the map visible under the mask
+    common = {"name": name, "scale": source.scale, "translate": source.translate,
+              "metadata": metadata}
+    if role == "anomaly":
+        layer = Image(data, colormap=anomaly_colormap(), blending="translucent",
+                      contrast_limits=(0.0, 1.0), opacity=opacity, **common)
+        colorbar = getattr(layer, "colorbar", None)  # napari >= 0.6 draws it on the canvas
+        if colorbar is not None:
+            colorbar.visible = True
+        return layer
+    layer = Labels(data, colormap=label_colormap(role), opacity=_LABEL_OPACITY[role], **common)
+    if role == "mask":
+        layer.contour = 2  # an outline keeps the map visible under the mask
     return layer
 
 

@@ -133,6 +133,39 @@ def test_anomaly_widget_end_to_end(make_napari_viewer, assets):
     assert np.abs(shot.astype(int) - plain.astype(int)).sum() > 0
 
 
+def test_a_run_uses_the_readers_case_until_the_layer_data_is_replaced(make_napari_viewer,
+                                                                       assets, monkeypatch):
+    """The FLAIR layer keeps the reader's ``Case``: a run analyses that very object, and only a
+    layer whose data the user replaced is rebuilt from its array."""
+    import importlib
+
+    predict = importlib.import_module("cavlog_core.inference.predict")
+    seen = []
+    real = predict.predict_volume
+
+    def recording(model, case, **kwargs):
+        seen.append(case)
+        return (yield from real(model, case, **kwargs))
+
+    monkeypatch.setattr(predict, "predict_volume", recording)
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, assets)
+    flair = viewer.layers["SYN_0011 FLAIR"]
+    loaded = flair.metadata["cavlog"]["case"].case
+    assert loaded.case_id == "SYN_0011" and loaded.source_path is not None
+    widget.run(flair, block=True)
+    assert widget.analysis is not None, widget.status.text()
+    assert len(seen) == 1 and seen[0] is loaded
+    first = widget.anomaly_layer.data.copy()
+
+    flair.data = flair.data.copy()  # same values, but no longer the reader's array
+    widget.run(flair, block=True)
+    assert widget.analysis is not None, widget.status.text()
+    assert len(seen) == 2 and seen[1] is not loaded
+    np.testing.assert_array_equal(seen[1].flair, loaded.flair)
+    np.testing.assert_allclose(widget.anomaly_layer.data, first, atol=1e-6)
+
+
 def test_two_cases_keep_their_own_results(make_napari_viewer, assets, tmp_path):
     """A second case never writes into the first case's layers; a re-run updates its own."""
     viewer = make_napari_viewer()

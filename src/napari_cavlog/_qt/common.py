@@ -7,9 +7,10 @@ import time
 from typing import Any, NamedTuple
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
+    QCheckBox,
     QComboBox,
     QFrame,
     QHBoxLayout,
@@ -22,9 +23,9 @@ from qtpy.QtWidgets import (
 )
 
 __all__ = [
-    "JobControls", "JobHost", "LayerCombo", "StatusLabel", "device_combo", "fit_scroll_width",
-    "job_controls", "model_combo", "precision_combo", "refill_combo", "scrolling_layout",
-    "wait_until",
+    "JobControls", "JobHost", "LayerCombo", "StatusLabel", "connect_while_alive", "device_combo",
+    "fit_scroll_width", "job_controls", "model_combo", "precision_combo", "refill_combo",
+    "scrolling_layout", "set_silently", "single_shot_timer", "wait_until",
 ]
 
 NONE_ITEM = "(none)"
@@ -109,7 +110,8 @@ def model_combo() -> QComboBox:
 
 def precision_combo() -> QComboBox:
     """``auto`` / ``fp32`` / ``bf16``, the tooltip saying what ``auto`` means on this machine."""
-    from cavlog_core.device import PRECISIONS, cpu_bf16_units
+    from cavlog_core.config import PRECISIONS
+    from cavlog_core.device import cpu_bf16_units
 
     combo = QComboBox()
     combo.addItems(list(PRECISIONS))
@@ -217,6 +219,44 @@ def refill_combo(combo: QComboBox, items: list[tuple[str, Any]]) -> None:
     index = combo.findData(current) if current else -1
     combo.setCurrentIndex(max(index, 0))
     combo.blockSignals(False)
+
+
+def connect_while_alive(widget: QWidget, handlers: Any) -> None:
+    """Connect ``(emitter, callback)`` pairs of napari events until ``widget`` is destroyed (the
+    viewer may outlive the widget)."""
+    handlers = tuple(handlers)
+    for emitter, callback in handlers:
+        emitter.connect(callback)
+
+    def _disconnect(*_args: Any) -> None:
+        for emitter, callback in handlers:
+            emitter.disconnect(callback)
+
+    widget.destroyed.connect(_disconnect)
+
+
+def single_shot_timer(parent: QWidget, ms: int, callback: Any) -> QTimer:
+    """A stopped single-shot timer calling ``callback`` ``ms`` milliseconds after ``start()``."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(ms)
+    timer.timeout.connect(callback)
+    return timer
+
+
+def set_silently(control: Any, value: Any) -> None:
+    """Set a check box (checked), combo box (index), slider or spin box (value) without emitting
+    its signals (a value shown, not a user's edit)."""
+    control.blockSignals(True)
+    try:
+        if isinstance(control, QComboBox):
+            control.setCurrentIndex(value)
+        elif isinstance(control, QCheckBox):
+            control.setChecked(value)
+        else:
+            control.setValue(value)
+    finally:
+        control.blockSignals(False)
 
 
 class JobHost:

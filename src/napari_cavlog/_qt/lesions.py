@@ -71,7 +71,10 @@ class LesionPanel(QGroupBox):
         self.total.setText("–")
 
     def show_table(self, table: Any) -> None:
-        """Fill the rows from a ``cavlog_core.lesions.LesionTable``."""
+        """Fill the rows from a ``cavlog_core.lesions.LesionTable`` (None: :meth:`clear`)."""
+        if table is None:
+            self.clear()
+            return
         lesions = table.lesions
         self.table.setRowCount(len(lesions))
         for row, les in enumerate(lesions):

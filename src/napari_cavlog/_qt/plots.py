@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -102,6 +103,14 @@ class ThresholdExplorer(_Canvas):
             pr.set_title("PR curve (ground truth)", fontsize=8)
             (self._dot,) = pr.plot([0], [0], "o", color="#33d6ff", ms=6)
         self.schedule_draw()
+
+    def show_data(self, data: Any) -> None:
+        """Draw a ``napari_cavlog._controller.ExplorerData`` (None: :meth:`clear`)."""
+        if data is None:
+            self.clear()
+            return
+        self.set_data(data.counts, data.edges, data.recall, data.precision)
+        self.set_threshold(data.threshold, data.metrics)
 
     def set_threshold(self, threshold: float, metrics: dict[str, float] | None) -> None:
         """Move the markers (redrawn after a short delay, so fast slider moves coalesce)."""
