@@ -485,32 +485,15 @@ def _fit(
             epoch, step = divmod(it, steps_per_epoch)
             if epoch_batches is None or epoch_batches[0] != epoch:
                 epoch_batches = (epoch, _batches_for_epoch(len(train), bs, train_cfg.seed, epoch))
-            index = epoch_batches[1][step][info.rank::info.world_size]
-            # Reseeding per iteration makes sampling noise independent of where a run resumed.
-            torch.manual_seed(_seed_for(train_cfg.seed, 3, it, info.rank))
+            rows = epoch_batches[1][step]
             tic = time.perf_counter()
-            batch = _to_device(train, index, device)
-            train_modules.train()
-            with _autocast(device, train_cfg):
-                logs = method.training_step(train_modules, optimizers, batch, it)
-            logs = all_reduce_mean({k: float(v) for k, v in logs.items()}, info, device)
-            speed = len(epoch_batches[1][step]) / max(time.perf_counter() - tic, 1e-9)
+            logs = _train_step(method, train_modules, optimizers, train,
+                               rows[info.rank::info.world_size], it, train_cfg, device, info)
+            speed = len(rows) / max(time.perf_counter() - tic, 1e-9)
             ips = speed if it == start else 0.9 * ips + 0.1 * speed
-            event = TrainEvent(
-                iteration=it + 1, total_iterations=total, epoch=epoch,
-                phase="warmup" if it < train_cfg.warmup_iterations else "constrained",
-                losses=logs, mean_fc=float(logs.get("mean_fc", float("nan"))),
-                barrier_active=bool(logs.get("barrier_active", 0.0) > 0),
-                images_per_s=ips, lr=lr,
-                seconds_left=(total - it - 1) * len(epoch_batches[1][step]) / max(ips, 1e-9),
-            )
-            loss = logs.get("loss", 0.0)
-            if not math.isfinite(loss):
-                run.log(event)
-                kept = f"the last good checkpoint {run.ckpt_path} is kept" if saved_any \
-                    else "no checkpoint was written yet"
-                raise CavlogError(f"iteration {it + 1}: the loss is {loss} (NaN/Inf); training "
-                                  f"stopped ({kept}); try a lower --lr or --lam")
+            event = _iteration_event(logs, it, epoch, total, train_cfg, ips=ips, lr=lr,
+                                     batch=len(rows))
+            _stop_if_not_finite(event, run, saved_any)
             if (it + 1) % train_cfg.log_every == 0 or it == start or it + 1 == total:
                 run.log(event)
             # Save before yielding: a consumer that stops after event k finds checkpoint k.
@@ -542,6 +525,44 @@ def _fit(
         run.close()
     return FitResult(checkpoint_path=run.ckpt_path, iterations=total, healthy_fc_satisfied=share,
                      thresholds=thresholds, history_path=run.log_path)
+
+
+def _train_step(method: Method, modules: nn.ModuleDict,
+                optimizers: dict[str, torch.optim.Optimizer], train: Any, index: Tensor,
+                it: int, cfg: TrainConfig, device: torch.device,
+                info: DistInfo) -> dict[str, float]:
+    """One optimisation step of iteration ``it`` on rows ``index``; logs averaged over ranks."""
+    # Reseeding per iteration makes sampling noise independent of where a run resumed.
+    torch.manual_seed(_seed_for(cfg.seed, 3, it, info.rank))
+    batch = _to_device(train, index, device)
+    modules.train()
+    with _autocast(device, cfg):
+        logs = method.training_step(modules, optimizers, batch, it)
+    return all_reduce_mean({k: float(v) for k, v in logs.items()}, info, device)
+
+
+def _iteration_event(logs: dict[str, float], it: int, epoch: int, total: int, cfg: TrainConfig,
+                     *, ips: float, lr: float, batch: int) -> TrainEvent:
+    """Return the :class:`TrainEvent` of iteration ``it`` (0-based) with the method's logs."""
+    return TrainEvent(
+        iteration=it + 1, total_iterations=total, epoch=epoch,
+        phase="warmup" if it < cfg.warmup_iterations else "constrained",
+        losses=logs, mean_fc=float(logs.get("mean_fc", float("nan"))),
+        barrier_active=bool(logs.get("barrier_active", 0.0) > 0),
+        images_per_s=ips, lr=lr, seconds_left=(total - it - 1) * batch / max(ips, 1e-9),
+    )
+
+
+def _stop_if_not_finite(event: TrainEvent, run: _RunDir, saved_any: bool) -> None:
+    """Log ``event`` and stop training with a clear error when its loss is NaN or infinite."""
+    loss = event.losses.get("loss", 0.0)
+    if math.isfinite(loss):
+        return
+    run.log(event)
+    kept = f"the last good checkpoint {run.ckpt_path} is kept" if saved_any \
+        else "no checkpoint was written yet"
+    raise CavlogError(f"iteration {event.iteration}: the loss is {loss} (NaN/Inf); training "
+                      f"stopped ({kept}); try a lower --lr or --lam")
 
 
 def run_fit(config: RunConfig, data: Any, **kwargs: Any) -> FitResult:
