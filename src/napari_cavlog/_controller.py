@@ -17,7 +17,6 @@ method here per callback and writes what comes back into its controls and layers
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +73,6 @@ def is_gt_candidate(layer: Any) -> bool:
     return layer_kind(layer) == "labels" and not is_result_layer(layer)
 
 
-@functools.cache
 # ----------------------------------------------------------------------------------- view data
 @dataclass(frozen=True)
 class Choice:
