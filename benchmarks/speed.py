@@ -110,10 +110,27 @@ def onednn_kernel() -> str:
     return "no oneDNN convolution reported"
 
 
-def finetune_rate(iterations: int, device: str, *, cpu_bf16: bool) -> float:
-    """Iterations per second of fine-tuning the demo model on one synthetic healthy scan."""
+def finetune_rate(iterations: int, device: str, *, cpu_bf16: bool,
+                  channels_last: bool | None = None) -> float:
+    """Iterations per second of fine-tuning the demo model on one synthetic healthy scan.
+
+    ``channels_last`` forces the memory format (``None``: what training chooses, channels-last
+    under CPU bf16), to measure the previous NCHW bf16 path beside the current one.
+    """
+    from cavlog_core.training import fit as fit_module
     from cavlog_core.training.fit import finetune_config, fit
 
+    chosen = fit_module._channels_last
+    if channels_last is not None:
+        fit_module._channels_last = lambda *_: channels_last  # type: ignore[assignment]
+    try:
+        return _finetune_rate(iterations, device, cpu_bf16, finetune_config, fit)
+    finally:
+        fit_module._channels_last = chosen  # type: ignore[assignment]
+
+
+def _finetune_rate(iterations: int, device: str, cpu_bf16: bool, finetune_config: Any,
+                   fit: Any) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         from cavlog_core.synth import write_subject
 
@@ -184,9 +201,12 @@ def main() -> int:
     if DEMO.is_file():
         n = 12 if args.quick else 40
         fp32 = finetune_rate(n, "cpu", cpu_bf16=False)
+        bf16_nchw = finetune_rate(n, "cpu", cpu_bf16=True, channels_last=False)
         bf16 = finetune_rate(n, "cpu", cpu_bf16=True)
         report("cpu fine-tune demo, 300 it", 300 / bf16, 300 / fp32, "s",
                f"bf16 vs fp32, projected from {n} iterations (the GUI's fine-tune)")
+        report("cpu fine-tune bf16 channels-last", 300 / bf16, 300 / bf16_nchw, "s",
+               "bf16 NHWC (current) vs bf16 NCHW (previous release), 300 iterations")
     if torch.cuda.is_available():
         for label, loaded in models.items():
             fp32 = volume_seconds(loaded, case, precision="fp32", device="cuda",

@@ -35,7 +35,7 @@ from cavlog_core.errors import one_line_warnings
 from cavlog_core.evaluate import evaluate
 from cavlog_core.inference.predict import predict
 from cavlog_core.maps.thresholds import parse_threshold
-from cavlog_core.synth import write_synthetic_dataset
+from cavlog_core.synth import ANATOMY_VERSION, write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,10 +66,11 @@ def synthesise(data: Path, subjects: int, lesions: str) -> None:
     meta = data / "dataset.json"
     if meta.is_file():
         old = json.loads(meta.read_text())
-        if len(old["cases"]) == subjects and old.get("lesions", "legacy") == lesions:
+        if len(old["cases"]) == subjects and old.get("lesions", "legacy") == lesions \
+                and old.get("anatomy_version", 1) == ANATOMY_VERSION:
             print(f"[1/4] synthetic dataset: reusing {data}")
             return
-        shutil.rmtree(data)  # another preset or size: regenerate rather than mix
+        shutil.rmtree(data)  # another preset, size or anatomy: regenerate rather than mix
     print(f"[1/4] synthetic dataset: {subjects} subjects with {lesions} lesions -> {data}")
     with tqdm(total=subjects, unit="subject") as bar:
         drain(write_synthetic_dataset(data, SynthConfig(subjects=subjects, seed=0,

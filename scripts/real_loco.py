@@ -52,6 +52,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "loco")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-iterations", type=int, default=0,
+                   help="of --iterations, how many train the VAE loss only (default 0)")
     p.add_argument("--slices", default="central:10", help="evaluation slices")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -78,6 +80,7 @@ def main() -> int:
         before = drain(evaluate(args.checkpoint, test_root, split="all", slices=args.slices,
                                 device=args.device))
         config = finetune_config(base, iterations=args.iterations, lr=args.lr,
+                                 warmup_iterations=args.warmup_iterations,
                                  device=args.device, seed=args.seed, checkpoint_every=10**6)
         result = drain(fit(config, train_root, out_dir=fold / "finetune",
                            init_checkpoint=args.checkpoint))
@@ -89,7 +92,8 @@ def main() -> int:
         print(f"{held.case_id}: AUPRC {rows[-1]['synthetic_only']['auprc']:.3f} -> "
               f"{rows[-1]['finetuned']['auprc']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
     summary = {"data": str(args.data), "checkpoint": str(args.checkpoint),
-               "iterations": args.iterations, "lr": args.lr, "slices": args.slices,
+               "iterations": args.iterations, "warmup_iterations": args.warmup_iterations,
+               "lr": args.lr, "slices": args.slices,
                "seed": args.seed, "folds": rows}
     (args.out / "loco.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"\nLeave-one-case-out, {args.data.name}, slices {args.slices}, fine-tune "

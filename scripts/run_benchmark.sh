@@ -6,7 +6,8 @@
 #                                         iterations, SEEDS seeds (default 3; about 1 h per seed
 #                                         for Table 1 alone, ~70 s per constrained run)
 #   scripts/run_benchmark.sh quick [WORK] the constrained model (gradient and gradient-running-bn),
-#                                         VAE, AE and FLAIR thresholding, 3 seeds, 64² (~20 min)
+#                                         VAE, AE and FLAIR thresholding, 3 seeds, 64² (~20 min;
+#                                         RES=128 THREADS=1: ~1.5 h, in WORK/quick-128)
 #   scripts/run_benchmark.sh loco [WORK]  leave-one-case-out fine-tuning on the real BraTS 2013
 #                                         cases of ../shared/data (scripts/real_loco.py)
 #   scripts/run_benchmark.sh gpu  [WORK]  one GPU: Table 1 with 3 seeds and every ablation (seed 0)
@@ -113,8 +114,10 @@ quick)
   C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}"
      --iterations "${ITERS:-300}" --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}"
      --device "${DEVICE:-cpu}" --threads "${THREADS:-2}")
-  cavlog benchmark "$DATA" --out "$WORK/quick" --methods flair-threshold,ae,vae,constrained "${C[@]}"
-  cavlog benchmark "$DATA" --out "$WORK/quick" --ablation cam-weights "${C[@]}" --keep-going
+  Q="$WORK/quick"  # RES=128 writes to quick-128: a folder holds one configuration's runs
+  [ "${RES:-64}" = 64 ] || Q="$WORK/quick-$RES"
+  cavlog benchmark "$DATA" --out "$Q" --methods flair-threshold,ae,vae,constrained "${C[@]}"
+  cavlog benchmark "$DATA" --out "$Q" --ablation cam-weights "${C[@]}" --keep-going
   ;;
 loco)
   "$PY" scripts/real_loco.py --out "$WORK/loco" --iterations "${ITERS:-300}"

@@ -28,16 +28,23 @@ from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, T
 from cavlog_core._progress import drain
 from cavlog_core.calibrate import calibrate
 from cavlog_core.checkpoint import load_checkpoint, save_checkpoint
-from cavlog_core.synth import write_synthetic_dataset
+from cavlog_core.synth import ANATOMY_VERSION, write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "src" / "napari_cavlog" / "weights" / "demo.pt"
 
 
+def _current(data: Path) -> bool:
+    """Whether ``data`` holds a synthetic dataset of this version of the anatomy."""
+    meta = data / "dataset.json"
+    return meta.is_file() and \
+        json.loads(meta.read_text()).get("anatomy_version", 1) == ANATOMY_VERSION
+
+
 def calibrate_demo(checkpoint: Path, data: Path) -> dict[str, float]:
     """Recompute ``checkpoint``'s healthy thresholds on held-out healthy synthetic subjects."""
-    if not (data / "dataset.json").is_file():
+    if not _current(data):
         drain(write_synthetic_dataset(data, SynthConfig(subjects=10, seed=11,
                                                         healthy_fraction=1.0)))
     tmp = checkpoint.with_name(checkpoint.name + ".calibrated")
@@ -72,7 +79,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    if not (args.data / "dataset.json").is_file():
+    if not _current(args.data):
         drain(write_synthetic_dataset(args.data, SynthConfig(subjects=args.subjects, seed=7)))
     print(f"synthetic data ready in {time.perf_counter() - t0:.0f} s", flush=True)
     config = RunConfig(

@@ -12,6 +12,7 @@ from cavlog_core import cli
 from cavlog_core.config import SynthConfig
 from cavlog_core.errors import CavlogError
 from cavlog_core.synth import (
+    ANATOMY_VERSION,
     SyntheticSubject,
     SynthProgress,
     SynthResult,
@@ -162,6 +163,7 @@ def test_cli_writes_brats_tree(tmp_path, monkeypatch, capsys):
     assert "wrote 3 subjects" in capsys.readouterr().out
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["shape"] == [48, 40, 24] and meta["seed"] == 4
+    assert meta["anatomy_version"] == ANATOMY_VERSION  # scripts regenerate older datasets
     assert [c["case_id"] for c in meta["cases"]] == ["SYN_0000", "SYN_0001", "SYN_0002"]
     assert sum(c["healthy"] for c in meta["cases"]) == 1  # round(0.4 * 3)
     assert sorted(p.name for p in out.iterdir()) == ["SYN_0000", "SYN_0001", "SYN_0002",

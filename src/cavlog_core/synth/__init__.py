@@ -22,6 +22,7 @@ writer
 See ``docs/synthetic_data.md`` for how the phantoms compare with real scans.
 """
 
+from .anatomy import ANATOMY_VERSION
 from .subject import SyntheticSubject, generate_subject, healthy_flags, subject_seed, synth_affine
 from .writer import (
     SynthProgress,
@@ -33,6 +34,7 @@ from .writer import (
 )
 
 __all__ = [
+    "ANATOMY_VERSION",
     "SynthProgress",
     "SynthResult",
     "SyntheticSubject",

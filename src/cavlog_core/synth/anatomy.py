@@ -6,7 +6,9 @@ ventricles; deep grey matter (thalami, lentiform nuclei, caudate heads). Each st
 signed depth field in nominal mm (positive inside), evaluated at coordinates warped by a smooth
 random deformation on the coarse grid; the gyral pattern and base intensity follow on the medium
 grid, and the cortical ribbon, sulci, fissure and CSF at full resolution inside the work box
-(steps run in this order by :func:`~cavlog_core.synth.generate_subject`).
+(steps run in this order by :func:`~cavlog_core.synth.generate_subject`). The brain mask is the
+intracranial space, as a skull-stripped BraTS mask: the tissue plus the basal cisterns and the CSF
+around the cerebellum and brain stem (:func:`_intracranial`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, overload
 
 import numpy as np
+from scipy import ndimage
 
 from .fields import (
     _F32,
@@ -30,6 +33,10 @@ from .fields import (
     _wobble_fn,
     _Xyz,
 )
+
+#: Version of the phantom anatomy, written to ``dataset.json``: a dataset made by another version
+#: differs voxel for voxel (2: the brain mask holds the basal cisterns and infratentorial CSF).
+ANATOMY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class _Anatomy:
     noise: float
     csf_rim: float
     texture: float
+    cistern_shell: float
 
 
 def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
@@ -95,6 +103,7 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
         noise=rng.uniform(0.012, 0.025),
         csf_rim=rng.uniform(0.8, 1.6),
         texture=rng.uniform(0.02, 0.045),
+        cistern_shell=rng.uniform(1.5, 3.0),
     )
 
 
@@ -186,11 +195,13 @@ class _CoarseAnatomy(NamedTuple):
     """Anatomy on the coarse grid (mm): depths, sulcus / fissure limits, bias, warped coordinates.
 
     ``infra`` is 1 in the cerebellum and brain stem; ``sulc`` and ``fiss`` are how far (below 0
-    where none) sulci and the fissure reach; ``bias`` is the multiplicative bias field.
+    where none) sulci and the fissure reach; ``bias`` is the multiplicative bias field; ``icv``
+    is the depth into the intracranial space (tissue plus cisterns: the brain mask).
     """
 
     at: _Xyz
     depth: np.ndarray
+    icv: np.ndarray
     infra: np.ndarray
     vent: np.ndarray
     dgm: np.ndarray
@@ -262,7 +273,26 @@ def _coarse_anatomy(rng: np.random.Generator, an: _Anatomy, geo: _Geometry,
     dgm = _deep_grey(x, y, z, an)
     sulc, fiss = _csf_limits(rng, an, geo, warp.at, infra, outer)
     bias = _bias_field(rng, an, geo)
-    return _CoarseAnatomy(warp.at, depth, infra, vent, dgm, sulc, fiss, bias)
+    return _CoarseAnatomy(warp.at, depth, _intracranial(depth, infra, an, geo), infra, vent, dgm,
+                          sulc, fiss, bias)
+
+
+def _intracranial(depth: np.ndarray, infra: np.ndarray, an: _Anatomy,
+                  geo: _Geometry) -> np.ndarray:
+    """Depth (mm) into the intracranial space: the tissue plus the CSF spaces a mask keeps.
+
+    A skull-stripped BraTS mask is the inside of the skull, so on the lower slices it holds the
+    basal cisterns between the temporal lobes and the brain stem, the CSF around the cerebellum
+    and the gaps under the occipital lobes: 23 % of the real lesion-free low slices' brain
+    pixels are CSF-dark against 6 % in a phantom whose mask is its tissue
+    (scripts/synth_vs_real.py). A grey-level closing of the depth field fills the concavities
+    narrower than ~2 x 12 mm; the cerebellum and brain stem get a CSF shell.
+    """
+    k = max(1, round(12.0 * geo.scale / geo.coarse.step))
+    r = np.arange(-k, k + 1)
+    ball = (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= k * k
+    closed = ndimage.grey_closing(depth, footprint=ball, mode="nearest")
+    return np.maximum(closed, depth + infra * _F32(an.cistern_shell)).astype(np.float32)
 
 
 def _gyri(rng: np.random.Generator, an: _Anatomy, at: _Xyz) -> np.ndarray:
@@ -326,6 +356,7 @@ def _fine_tissue(an: _Anatomy, geo: _Geometry, box: _Box, coarse: _CoarseAnatomy
                  gyri: np.ndarray, base: np.ndarray) -> _Tissue:
     """Healthy full-resolution FLAIR of the work box: CSF, cortical ribbon, tissue intensity."""
     depth = _resample(coarse.depth, geo.coarse, box.fine)
+    brain = _resample(coarse.icv, geo.coarse, box.fine) > 0  # tissue outside it is CSF
     pv = geo.vox_mm  # partial-volume ramp: one voxel
     d_sulc, d_fiss = _csf_distances(an, geo, box, coarse, gyri, depth)
     vent = _resample(coarse.vent, geo.coarse, box.fine)
@@ -346,4 +377,4 @@ def _fine_tissue(an: _Anatomy, geo: _Geometry, box: _Box, coarse: _CoarseAnatomy
     img += csf * _F32(an.csf_ratio - 1)
     img += 1
     img *= tissue
-    return _Tissue(img, tissue, depth, depth > 0, vent, gm, csf)
+    return _Tissue(img, tissue, depth, brain, vent, gm, csf)

@@ -105,9 +105,14 @@ def _coarse_sampler(field: np.ndarray, geo: _Geometry) -> PointField:
 
 
 def _place_glioma(rng: np.random.Generator, geo: _Geometry, depth: np.ndarray, vent: np.ndarray,
-                  size: float, hemisphere_axes: tuple[float, float, float]) -> _Lesion:
-    """Draw a glioma at the axial middle of the brain from coarse ``depth`` / ``vent`` fields."""
-    inside_z = np.nonzero((depth > 0).any(axis=(0, 1)))[0]
+                  size: float, hemisphere_axes: tuple[float, float, float],
+                  icv: np.ndarray) -> _Lesion:
+    """Draw a glioma at the axial middle of the brain mask (coarse ``icv`` > 0) in tissue.
+
+    ``depth`` and ``vent`` (coarse grid, mm) say where tissue and ventricles are; the middle is
+    that of the intracranial mask, whose slices the central-slice protocol counts.
+    """
+    inside_z = np.nonzero((icv > 0).any(axis=(0, 1)))[0]
     z_lo, z_hi = geo.coarse.start[2] + geo.coarse.step * inside_z[[0, -1]]
     z_mid = ((z_lo + z_hi) / 2 - geo.center[2]) / geo.scale
     return _draw_lesion(rng, size, z_mid, _coarse_sampler(depth, geo), _coarse_sampler(vent, geo),

@@ -27,6 +27,7 @@ from .anatomy import (
     _CoarseAnatomy,
     _draw_anatomy,
     _fine_tissue,
+    _intracranial,
     _medium_fields,
     _Tissue,
     _ventricles,
@@ -149,7 +150,7 @@ def generate_subject(seed: int, shape: tuple[int, int, int] = _DEFAULT.shape, *,
     if not healthy and lesions == "glioma":
         glioma, warp = _glioma(lesion_ss, an, geo, warp)
     coarse = _coarse_anatomy(rng, an, geo, warp)
-    box = _work_box(coarse.depth, geo)
+    box = _work_box(coarse.icv, geo)
     gyri, base = _medium_fields(rng, an, geo, box, coarse)
     tissue = _fine_tissue(an, geo, box, coarse, gyri, base)
     seg = _paint_disease(tissue, glioma, not healthy and lesions == "ms", lesion_ss, geo, box,
@@ -172,9 +173,9 @@ def _glioma(lesion_ss: np.random.SeedSequence, an: _Anatomy, geo: _Geometry,
             warp: _Warp) -> tuple[_Lesion, _Warp]:
     """Draw the glioma from the lesion stream; return it with the warp moved by its mass effect."""
     x, y, z = warp.at
-    depth, _, _ = _anatomy_fields(x, y, z, an, warp.outline, with_regions=False)
+    depth, infra, _ = _anatomy_fields(x, y, z, an, warp.outline, with_regions=True)
     lesion = _place_glioma(np.random.default_rng(lesion_ss), geo, depth, _ventricles(x, y, z, an),
-                           an.size, an.cerebrum_axes)
+                           an.size, an.cerebrum_axes, _intracranial(depth, infra, an, geo))
     # Mass effect: sample the anatomy closer to the lesion centre, pushing tissue outwards.
     return lesion, warp._replace(at=_mass_effect(lesion, geo.coarse_mm, warp.at, depth))
 

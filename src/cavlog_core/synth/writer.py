@@ -24,6 +24,7 @@ from .._atomic import atomic_path, atomic_write_text
 from .._progress import drain
 from ..config import SynthConfig
 from ..errors import CavlogError
+from .anatomy import ANATOMY_VERSION
 from .subject import (
     _DEFAULT,
     SyntheticSubject,
@@ -187,6 +188,7 @@ def _write(out: Path, cfg: SynthConfig, shape: tuple[int, int, int]
         "spacing_mm": [1.0, 1.0, 1.0],
         "healthy_fraction": cfg.healthy_fraction,
         "lesions": cfg.lesions,
+        "anatomy_version": ANATOMY_VERSION,
         "labels": _LABELS[cfg.lesions],
         "cases": cases,
     }

@@ -160,15 +160,29 @@ def _batches_for_epoch(n: int, batch_size: int, seed: int, epoch: int) -> Tensor
     return perm[: steps * batch_size].view(steps, batch_size)
 
 
-def _to_device(slices: _Slices, index: Tensor, device: torch.device) -> Batch:
+def _to_device(slices: _Slices, index: Tensor, device: torch.device, *,
+               channels_last: bool = False) -> Batch:
     images = slices.images.index_select(0, index)
     brain = slices.brain.index_select(0, index)
     cuda = device.type == "cuda"
     images = images.to(device, non_blocking=cuda).float()
     brain = brain.to(device, non_blocking=cuda)
-    if cuda:
+    if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return Batch(images=images, brain=brain)
+
+
+def _channels_last(device: torch.device, train: TrainConfig) -> bool:
+    """Whether training runs channels-last: on CUDA, and on a CPU under bf16 autocast.
+
+    oneDNN's bf16 convolutions run on NHWC blocks; from NCHW every convolution of the forward
+    and both backward passes reorders its input (benchmarks/speed.py: fine-tune step ratio).
+    """
+    return device.type == "cuda" or _cpu_bf16(device, train)
+
+
+def _cpu_bf16(device: torch.device, train: TrainConfig) -> bool:
+    return train.cpu_bf16 and device.type == "cpu" and bool(cpu_bf16_units())
 
 
 def _autocast(device: torch.device, train: TrainConfig) -> contextlib.AbstractContextManager:
@@ -177,8 +191,7 @@ def _autocast(device: torch.device, train: TrainConfig) -> contextlib.AbstractCo
     bf16 on CUDA when ``TrainConfig.amp``, on a CPU with bf16 units when
     ``TrainConfig.cpu_bf16``; full fp32 elsewhere.
     """
-    bf16 = (train.amp and device.type == "cuda") or \
-        (train.cpu_bf16 and device.type == "cpu" and bool(cpu_bf16_units()))
+    bf16 = (train.amp and device.type == "cuda") or _cpu_bf16(device, train)
     return autocast(device, "bf16" if bf16 else "fp32")
 
 
@@ -210,7 +223,8 @@ def _validate(
     has_fc = False
     for start in range(0, n, bs):
         index = torch.arange(start, min(n, start + bs))
-        batch = _to_device(slices, index, device)
+        batch = _to_device(slices, index, device,
+                           channels_last=_channels_last(device, config.train))
         with _autocast(device, config.train):
             if joint is not None:
                 raw, fc = joint(modules, batch.images, batch.brain)
@@ -414,9 +428,10 @@ def _build_modules(method: Method, config: RunConfig, *, payload: dict | None, c
                               f"{method.name!r}")
         load_weights(init_checkpoint, init, modules)
     modules.to(device)
-    if device.type == "cuda":
+    if _channels_last(device, config.train):
         # Module.to accepts memory_format at runtime (it forwards to Tensor.to); the stubs omit it.
         modules.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return modules
 
@@ -534,7 +549,7 @@ def _train_step(method: Method, modules: nn.ModuleDict,
     """One optimisation step of iteration ``it`` on rows ``index``; logs averaged over ranks."""
     # Reseeding per iteration makes sampling noise independent of where a run resumed.
     torch.manual_seed(_seed_for(cfg.seed, 3, it, info.rank))
-    batch = _to_device(train, index, device)
+    batch = _to_device(train, index, device, channels_last=_channels_last(device, cfg))
     modules.train()
     with _autocast(device, cfg):
         logs = method.training_step(modules, optimizers, batch, it)
