@@ -114,11 +114,14 @@ def finetune_rate(iterations: int, device: str, *, cpu_bf16: bool,
                   channels_last: bool | None = None) -> float:
     """Iterations per second of fine-tuning the demo model on one synthetic healthy scan.
 
-    ``channels_last`` forces the memory format (``None``: what training chooses, channels-last
-    under CPU bf16), to measure the previous NCHW bf16 path beside the current one.
+    ``channels_last`` forces the memory format (``None``: what training chooses, channels-last),
+    to measure the previous NCHW path beside the current one.
     """
-    from cavlog_core.training import fit as fit_module
+    import importlib
+
     from cavlog_core.training.fit import finetune_config, fit
+
+    fit_module = importlib.import_module("cavlog_core.training.fit")  # the package exports fit()
 
     chosen = fit_module._channels_last
     if channels_last is not None:
@@ -200,13 +203,16 @@ def main() -> int:
     print(f"oneDNN bf16 convolution kernel: {out['machine']['onednn_bf16_conv']}")
     if DEMO.is_file():
         n = 12 if args.quick else 40
-        fp32 = finetune_rate(n, "cpu", cpu_bf16=False)
-        bf16_nchw = finetune_rate(n, "cpu", cpu_bf16=True, channels_last=False)
-        bf16 = finetune_rate(n, "cpu", cpu_bf16=True)
-        report("cpu fine-tune demo, 300 it", 300 / bf16, 300 / fp32, "s",
-               f"bf16 vs fp32, projected from {n} iterations (the GUI's fine-tune)")
-        report("cpu fine-tune bf16 channels-last", 300 / bf16, 300 / bf16_nchw, "s",
-               "bf16 NHWC (current) vs bf16 NCHW (previous release), 300 iterations")
+        rates = {(bf16, nhwc): finetune_rate(n, "cpu", cpu_bf16=bf16, channels_last=nhwc)
+                 for bf16 in (False, True) for nhwc in (False, True)}
+        report("cpu fine-tune demo, 300 it", 300 / rates[True, True], 300 / rates[False, False],
+               "s", f"bf16 NHWC (the widget's) vs fp32 NCHW (before bf16), projected from {n} "
+               "iterations (the GUI's fine-tune)")
+        for bf16 in (False, True):
+            label = "bf16" if bf16 else "fp32"
+            report(f"cpu fine-tune {label} channels-last", 300 / rates[bf16, True],
+                   300 / rates[bf16, False], "s",
+                   f"{label} NHWC (current) vs {label} NCHW (previous release), 300 iterations")
     if torch.cuda.is_available():
         for label, loaded in models.items():
             fp32 = volume_seconds(loaded, case, precision="fp32", device="cuda",

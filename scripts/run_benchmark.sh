@@ -35,14 +35,22 @@ SHARED=(--split-fractions 0.7,0.1,0.2 --slices "${SLICES:-central:10}" --eval-sl
 cavlog() { "$PY" -m cavlog_core "$@"; }
 
 synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel
-  [ -f "$DATA/.complete" ] && return
+  if [ -f "$DATA/.complete" ]; then
+    # Data of another anatomy version differ voxel for voxel: say so rather than mix results.
+    "$PY" -c "import json, sys; from cavlog_core.synth import ANATOMY_VERSION as v; \
+old = json.load(open(sys.argv[1])).get('anatomy_version', 1); \
+sys.exit(0 if old == v else f'{sys.argv[1]}: anatomy version {old}, this code makes {v}: \
+use another WORK (or delete that folder) to rerun on the current anatomy')" "$DATA/dataset.json"
+    return
+  fi
   "$PY" - "$DATA" "$SUBJECTS" "$SHAPE" "$LESIONS" <<'EOF'
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from cavlog_core.synth import generate_subject, healthy_flags, subject_seed, write_subject
+from cavlog_core.synth import (ANATOMY_VERSION, generate_subject, healthy_flags, subject_seed,
+                               write_subject)
 from cavlog_core.config import SynthConfig
 
 out, n, shape = Path(sys.argv[1]), int(sys.argv[2]), tuple(int(v) for v in sys.argv[3].split(","))
@@ -57,7 +65,8 @@ def one(k):  # subject k is the same as in `cavlog synth` (seed derived from (se
 
 with ProcessPoolExecutor() as pool:
     list(pool.map(one, range(n)))
-(out / "dataset.json").write_text(json.dumps({"lesions": lesions, "subjects": n}) + "\n")
+(out / "dataset.json").write_text(json.dumps({"lesions": lesions, "subjects": n,
+                                              "anatomy_version": ANATOMY_VERSION}) + "\n")
 (out / ".complete").touch()
 EOF
 }
