@@ -6,7 +6,9 @@ weights' licence stays clean), trains the constrained Grad-CAM VAE at 128², wid
 weights without the optimiser state. The attention is ``cam_weights="gradient-running-bn"``: the
 paper's Grad-CAM, trained through the later BatchNorms' running statistics so that the map the
 size constraint shapes is the map shown at inference (README, "Results"). The shipped file was
-made with the defaults on the CPU (timing in the checkpoint's ``extra.train_seconds``).
+made with the defaults on the CPU at commit 1d1b2b8, on anatomy version 1 (timing in the
+checkpoint's ``extra.train_seconds``); the script now synthesises version 2, whose model was not
+shipped (docs/benchmark.md, "Real scans").
 
 Last, the healthy thresholds (percentiles and the false-positive-rate ones, ``healthy:fpr1`` ...)
 are recomputed with ``cavlog calibrate`` on 10 held-out healthy synthetic subjects (seed 11), so
