@@ -35,7 +35,7 @@ from cavlog_core.errors import one_line_warnings
 from cavlog_core.evaluate import evaluate
 from cavlog_core.inference.predict import predict
 from cavlog_core.maps.thresholds import parse_threshold
-from cavlog_core.synth import ANATOMY_VERSION, write_synthetic_dataset
+from cavlog_core.synth import ANATOMY_VERSION, dataset_anatomy_version, write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def synthesise(data: Path, subjects: int, lesions: str) -> None:
     if meta.is_file():
         old = json.loads(meta.read_text())
         if len(old["cases"]) == subjects and old.get("lesions", "legacy") == lesions \
-                and old.get("anatomy_version", 1) == ANATOMY_VERSION:
+                and dataset_anatomy_version(old) == ANATOMY_VERSION:
             print(f"[1/4] synthetic dataset: reusing {data}")
             return
         shutil.rmtree(data)  # another preset, size or anatomy: regenerate rather than mix

@@ -37,8 +37,8 @@ cavlog() { "$PY" -m cavlog_core "$@"; }
 synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel
   if [ -f "$DATA/.complete" ]; then
     # Data of another anatomy version differ voxel for voxel: say so rather than mix results.
-    "$PY" -c "import json, sys; from cavlog_core.synth import ANATOMY_VERSION as v; \
-old = json.load(open(sys.argv[1])).get('anatomy_version', 1); \
+    "$PY" -c "import json, sys; from cavlog_core.synth import ANATOMY_VERSION as v, \
+dataset_anatomy_version; old = dataset_anatomy_version(json.load(open(sys.argv[1]))); \
 sys.exit(0 if old == v else f'{sys.argv[1]}: anatomy version {old}, this code makes {v}: \
 use another WORK (or delete that folder) to rerun on the current anatomy')" "$DATA/dataset.json"
     return

@@ -30,7 +30,7 @@ from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, T
 from cavlog_core._progress import drain
 from cavlog_core.calibrate import calibrate
 from cavlog_core.checkpoint import load_checkpoint, save_checkpoint
-from cavlog_core.synth import ANATOMY_VERSION, write_synthetic_dataset
+from cavlog_core.synth import ANATOMY_VERSION, dataset_anatomy_version, write_synthetic_dataset
 from cavlog_core.training.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def _current(data: Path) -> bool:
     """Whether ``data`` holds a synthetic dataset of this version of the anatomy."""
     meta = data / "dataset.json"
     return meta.is_file() and \
-        json.loads(meta.read_text()).get("anatomy_version", 1) == ANATOMY_VERSION
+        dataset_anatomy_version(json.loads(meta.read_text())) == ANATOMY_VERSION
 
 
 def calibrate_demo(checkpoint: Path, data: Path) -> dict[str, float]:

@@ -16,6 +16,7 @@ from cavlog_core.synth import (
     SyntheticSubject,
     SynthProgress,
     SynthResult,
+    dataset_anatomy_version,
     generate_subject,
     healthy_flags,
     iter_subjects,
@@ -164,6 +165,8 @@ def test_cli_writes_brats_tree(tmp_path, monkeypatch, capsys):
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["shape"] == [48, 40, 24] and meta["seed"] == 4
     assert meta["anatomy_version"] == ANATOMY_VERSION  # scripts regenerate older datasets
+    assert dataset_anatomy_version(meta) == ANATOMY_VERSION
+    assert dataset_anatomy_version({"lesions": "glioma"}) == 1  # written before versions
     assert [c["case_id"] for c in meta["cases"]] == ["SYN_0000", "SYN_0001", "SYN_0002"]
     assert sum(c["healthy"] for c in meta["cases"]) == 1  # round(0.4 * 3)
     assert sorted(p.name for p in out.iterdir()) == ["SYN_0000", "SYN_0001", "SYN_0002",

@@ -259,9 +259,9 @@ def test_training_runs_channels_last_on_cpu_and_cuda(monkeypatch, tmp_path):
     import importlib
 
     fitmod = importlib.import_module("cavlog_core.training.fit")
-    assert fitmod._channels_last(torch.device("cuda"), TrainConfig())
-    assert fitmod._channels_last(torch.device("cpu"), TrainConfig())
-    assert not fitmod._channels_last(torch.device("meta"), TrainConfig())
+    assert fitmod._channels_last(torch.device("cuda"))
+    assert fitmod._channels_last(torch.device("cpu"))
+    assert not fitmod._channels_last(torch.device("meta"))
     monkeypatch.setattr(fitmod, "cpu_bf16_units", lambda: ("avx512_bf16",))
     # End to end on the CPU (bf16 autocast runs, emulated where the CPU lacks the units):
     # the batches are NHWC, and the step still trains.

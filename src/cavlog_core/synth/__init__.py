@@ -27,6 +27,7 @@ from .subject import SyntheticSubject, generate_subject, healthy_flags, subject_
 from .writer import (
     SynthProgress,
     SynthResult,
+    dataset_anatomy_version,
     iter_subjects,
     make_synthetic_dataset,
     write_subject,
@@ -38,6 +39,7 @@ __all__ = [
     "SynthProgress",
     "SynthResult",
     "SyntheticSubject",
+    "dataset_anatomy_version",
     "generate_subject",
     "healthy_flags",
     "iter_subjects",

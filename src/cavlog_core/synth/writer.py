@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -201,6 +201,15 @@ def _write(out: Path, cfg: SynthConfig, shape: tuple[int, int, int]
         metadata_path=metadata_path,
         seconds=time.perf_counter() - t0,
     )
+
+
+def dataset_anatomy_version(meta: Mapping[str, Any]) -> int:
+    """Anatomy version of a dataset from its parsed ``dataset.json`` (1 before versions existed).
+
+    Compare with :data:`~cavlog_core.synth.ANATOMY_VERSION` before reusing synthetic data: other
+    versions differ voxel for voxel.
+    """
+    return int(meta.get("anatomy_version", 1))
 
 
 def make_synthetic_dataset(out: str | Path, cfg: SynthConfig = _DEFAULT) -> SynthResult:

@@ -172,15 +172,13 @@ def _to_device(slices: _Slices, index: Tensor, device: torch.device, *,
     return Batch(images=images, brain=brain)
 
 
-def _channels_last(device: torch.device, train: TrainConfig) -> bool:
+def _channels_last(device: torch.device) -> bool:
     """Whether training runs channels-last (NHWC): on CUDA and on the CPU, fp32 or bf16.
 
     cuDNN and oneDNN run these convolutions on NHWC blocks; from NCHW every convolution of the
     forward and of both backward passes reorders its tensors. On 2 CPU cores the demo model's
     fine-tune step is 1.07x (fp32) and 1.48x (bf16) faster NHWC (``benchmarks/speed.py``).
-    ``train`` is unused today; it keeps the choice a per-run one.
     """
-    del train
     return device.type in ("cuda", "cpu")
 
 
@@ -227,7 +225,7 @@ def _validate(
     for start in range(0, n, bs):
         index = torch.arange(start, min(n, start + bs))
         batch = _to_device(slices, index, device,
-                           channels_last=_channels_last(device, config.train))
+                           channels_last=_channels_last(device))
         with _autocast(device, config.train):
             if joint is not None:
                 raw, fc = joint(modules, batch.images, batch.brain)
@@ -431,7 +429,7 @@ def _build_modules(method: Method, config: RunConfig, *, payload: dict | None, c
                               f"{method.name!r}")
         load_weights(init_checkpoint, init, modules)
     modules.to(device)
-    if _channels_last(device, config.train):
+    if _channels_last(device):
         # Module.to accepts memory_format at runtime (it forwards to Tensor.to); the stubs omit it.
         modules.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":
@@ -552,7 +550,7 @@ def _train_step(method: Method, modules: nn.ModuleDict,
     """One optimisation step of iteration ``it`` on rows ``index``; logs averaged over ranks."""
     # Reseeding per iteration makes sampling noise independent of where a run resumed.
     torch.manual_seed(_seed_for(cfg.seed, 3, it, info.rank))
-    batch = _to_device(train, index, device, channels_last=_channels_last(device, cfg))
+    batch = _to_device(train, index, device, channels_last=_channels_last(device))
     modules.train()
     with _autocast(device, cfg):
         logs = method.training_step(modules, optimizers, batch, it)
