@@ -5,9 +5,14 @@
 #                                         included) on 2 CPU cores: 64², width 0.25, 300
 #                                         iterations, SEEDS seeds (default 3; about 1 h per seed
 #                                         for Table 1 alone, ~70 s per constrained run)
+#   scripts/run_benchmark.sh ablations [WORK]  the cpu mode's ablations without Table 1, in the
+#                                         quick mode's folder (its constrained runs are the
+#                                         default model); ABLATIONS="lambda t" picks some
 #   scripts/run_benchmark.sh quick [WORK] the constrained model (gradient and gradient-running-bn),
 #                                         VAE, AE and FLAIR thresholding, 3 seeds, 64² (~20 min;
 #                                         RES=128 THREADS=1: ~1.5 h, in WORK/quick-128)
+#   CPU_WORKERS=N (cpu, ablations, quick) N one-thread workers that share the runs through
+#                                         the per-run locks (logs: WORK/cpu-worker<i>.log)
 #   scripts/run_benchmark.sh loco [WORK]  leave-one-case-out fine-tuning on the real BraTS 2013
 #                                         cases of ../shared/data (scripts/real_loco.py)
 #   scripts/run_benchmark.sh gpu  [WORK]  one GPU: Table 1 with 3 seeds and every ablation (seed 0)
@@ -19,7 +24,7 @@
 # interruption and finished runs are skipped. The data are the `glioma` preset (LESIONS=ms for the
 # other); training uses the paper's 10 central lesion-free slices (SLICES=brain for every brain
 # slice). Knobs: SUBJECTS, SHAPE, LESIONS, SLICES, SEEDS, RES, WIDTH, ITERS, WARMUP, WORKERS,
-# DEVICE, WORKER_TIMEOUT, PYTHON.
+# CPU_WORKERS, ABLATIONS, DEVICE, WORKER_TIMEOUT, PYTHON.
 set -euo pipefail
 
 MODE=${1:-cpu}
@@ -33,6 +38,24 @@ SHARED=(--split-fractions 0.7,0.1,0.2 --slices "${SLICES:-central:10}" --eval-sl
         --lr 3e-4 --batch-size 32 --cache-dir "$WORK/cache")
 
 cavlog() { "$PY" -m cavlog_core "$@"; }
+
+bench() {  # `cavlog benchmark "$@"`, as CPU_WORKERS one-thread workers when that is > 1
+  local n=${CPU_WORKERS:-1} i rc=0 pids=()
+  if [ "$n" -le 1 ]; then cavlog benchmark "$@"; return; fi
+  for i in $(seq "$n"); do
+    cavlog benchmark "$@" --threads 1 > "$WORK/cpu-worker$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || rc=$?; done
+  [ "$rc" = 0 ] || { echo "a worker failed: see $WORK/cpu-worker*.log" >&2; return "$rc"; }
+  tail -n 3 "$WORK/cpu-worker1.log"
+}
+
+fill_cache() {  # preprocess the slices once before parallel workers (FLAIR thresholding trains
+  # nothing; its own folder, so no summary of the real runs is overwritten)
+  [ "${CPU_WORKERS:-1}" -le 1 ] || cavlog benchmark "$DATA" --out "$WORK/cache-fill" \
+    --methods flair-threshold "$@" --seeds 1 > /dev/null
+}
 
 synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel
   if [ -f "$DATA/.complete" ]; then
@@ -72,20 +95,29 @@ EOF
 }
 
 case "$MODE" in
-cpu)
+cpu|ablations)
   synth
   C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}" --iterations "${ITERS:-300}"
      --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}" --device "${DEVICE:-cpu}" --threads 1)
-  cavlog benchmark "$DATA" --out "$WORK/cpu" --methods all "${C[@]}"
+  OUT="$WORK/cpu"
+  ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 latent)
+  if [ "$MODE" = ablations ]; then
+    # Next to the quick mode's runs, whose constrained runs are the default model.
+    OUT="$WORK/quick"
+    [ "${RES:-64}" = 64 ] || OUT="$WORK/quick-$RES"
+    [ -z "${ABLATIONS:-}" ] || read -ra ABL <<< "$ABLATIONS"
+  fi
+  fill_cache "${C[@]}"
+  [ "$MODE" = ablations ] || bench "$DATA" --out "$OUT" --methods all "${C[@]}"
   # The ablations of docs/benchmark.md (settings equal to the default reuse the Table 1 run).
-  for a in healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 \
-      latent; do
-    cavlog benchmark "$DATA" --out "$WORK/cpu" --ablation "$a" "${C[@]}" --keep-going
+  for a in "${ABL[@]}"; do
+    bench "$DATA" --out "$OUT" --ablation "$a" "${C[@]}" --keep-going
   done
+  [ "$MODE" = cpu ] || exit 0
   # The paper's N slices x z table: the latent ablation with 1 and 30 central training slices
   # too (N = 10 is the run above; each N trains its own default model in its own folder).
   for n in 1 30; do
-    cavlog benchmark "$DATA" --out "$WORK/cpu-slices$n" --ablation latent "${C[@]}" \
+    bench "$DATA" --out "$WORK/cpu-slices$n" --ablation latent "${C[@]}" \
       --slices "central:$n" --keep-going
   done
   ;;
@@ -125,8 +157,9 @@ quick)
      --device "${DEVICE:-cpu}" --threads "${THREADS:-2}")
   Q="$WORK/quick"  # RES=128 writes to quick-128: a folder holds one configuration's runs
   [ "${RES:-64}" = 64 ] || Q="$WORK/quick-$RES"
-  cavlog benchmark "$DATA" --out "$Q" --methods flair-threshold,ae,vae,constrained "${C[@]}"
-  cavlog benchmark "$DATA" --out "$Q" --ablation cam-weights "${C[@]}" --keep-going
+  fill_cache "${C[@]}"
+  bench "$DATA" --out "$Q" --methods flair-threshold,ae,vae,constrained "${C[@]}"
+  bench "$DATA" --out "$Q" --ablation cam-weights "${C[@]}" --keep-going
   ;;
 loco)
   "$PY" scripts/real_loco.py --out "$WORK/loco" --iterations "${ITERS:-300}"
@@ -153,7 +186,7 @@ for ckpt in sorted(runs.glob("*/seed0/checkpoint.pt")):
 EOF
   ;;
 *)
-  echo "usage: $0 cpu|quick|gpu|loco|real [WORK]" >&2
+  echo "usage: $0 cpu|ablations|quick|gpu|loco|real [WORK]" >&2
   exit 2
   ;;
 esac

@@ -66,6 +66,8 @@ def main() -> int:
     # healthy slices) and the map flattens (docs/benchmark.md, "Constrained-phase length").
     p.add_argument("--warmup-iterations", type=int, default=800)
     p.add_argument("--cam-weights", default="gradient-running-bn")
+    p.add_argument("--seed", type=int, default=7,
+                   help="training seed (the synthetic data keep seed 7)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--calib-data", type=Path, default=ROOT / "data" / "synth_calib")
@@ -89,7 +91,7 @@ def main() -> int:
         model=ModelConfig(resolution=128, width=0.25, cam_weights=args.cam_weights),
         train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
                           lr=3e-4, checkpoint_every=500,
-                          device=args.device, split_fractions=(0.9, 0.1, 0.0), seed=7),
+                          device=args.device, split_fractions=(0.9, 0.1, 0.0), seed=args.seed),
     )
     if args.run.exists():
         shutil.rmtree(args.run)
