@@ -68,6 +68,7 @@ def main() -> int:
     p.add_argument("--cam-weights", default="gradient-running-bn")
     p.add_argument("--seed", type=int, default=7,
                    help="training seed (the synthetic data keep seed 7)")
+    p.add_argument("--lam", type=float, default=10.0, help="weight λ of the size constraint")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--calib-data", type=Path, default=ROOT / "data" / "synth_calib")
@@ -90,7 +91,7 @@ def main() -> int:
         preprocess=PreprocessConfig(resolution=128, slices="brain"),
         model=ModelConfig(resolution=128, width=0.25, cam_weights=args.cam_weights),
         train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
-                          lr=3e-4, checkpoint_every=500,
+                          lr=3e-4, checkpoint_every=500, lam=args.lam,
                           device=args.device, split_fractions=(0.9, 0.1, 0.0), seed=args.seed),
     )
     if args.run.exists():
