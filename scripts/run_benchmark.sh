@@ -39,6 +39,10 @@ SHARED=(--split-fractions 0.7,0.1,0.2 --slices "${SLICES:-central:10}" --eval-sl
 
 cavlog() { "$PY" -m cavlog_core "$@"; }
 
+# The quick mode's folder (RES=128 writes to quick-128: a folder holds one configuration's runs).
+QUICK="$WORK/quick"
+[ "${RES:-64}" = 64 ] || QUICK="$WORK/quick-$RES"
+
 bench() {  # `cavlog benchmark "$@"`, as CPU_WORKERS one-thread workers when that is > 1
   local n=${CPU_WORKERS:-1} i rc=0 pids=()
   if [ "$n" -le 1 ]; then cavlog benchmark "$@"; return; fi
@@ -102,9 +106,7 @@ cpu|ablations)
   OUT="$WORK/cpu"
   ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 latent)
   if [ "$MODE" = ablations ]; then
-    # Next to the quick mode's runs, whose constrained runs are the default model.
-    OUT="$WORK/quick"
-    [ "${RES:-64}" = 64 ] || OUT="$WORK/quick-$RES"
+    OUT="$QUICK"  # next to the quick mode's runs, whose constrained runs are the default model
     [ -z "${ABLATIONS:-}" ] || read -ra ABL <<< "$ABLATIONS"
   fi
   fill_cache "${C[@]}"
@@ -155,8 +157,7 @@ quick)
   C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}"
      --iterations "${ITERS:-300}" --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}"
      --device "${DEVICE:-cpu}" --threads "${THREADS:-2}")
-  Q="$WORK/quick"  # RES=128 writes to quick-128: a folder holds one configuration's runs
-  [ "${RES:-64}" = 64 ] || Q="$WORK/quick-$RES"
+  Q="$QUICK"
   fill_cache "${C[@]}"
   bench "$DATA" --out "$Q" --methods flair-threshold,ae,vae,constrained "${C[@]}"
   bench "$DATA" --out "$Q" --ablation cam-weights "${C[@]}" --keep-going

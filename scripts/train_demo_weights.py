@@ -68,7 +68,8 @@ def main() -> int:
     p.add_argument("--cam-weights", default="gradient-running-bn")
     p.add_argument("--seed", type=int, default=7,
                    help="training seed (the synthetic data keep seed 7)")
-    p.add_argument("--lam", type=float, default=10.0, help="weight λ of the size constraint")
+    p.add_argument("--lam", type=float, default=TrainConfig().lam,
+                   help="weight λ of the size constraint")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--calib-data", type=Path, default=ROOT / "data" / "synth_calib")
