@@ -7,8 +7,10 @@ Usage::
 CPU (any machine): one synthetic 240x240x155 volume from an in-memory ``Case`` to the anomaly
 volume (``predict_volume``) at 224², width 1 (random weights: speed does not depend on them) and
 with the demo weights (128², width 0.25), fp32 against bf16; which oneDNN convolution kernel the
-bf16 path ran (from oneDNN's verbose log); and fine-tuning throughput of the demo model
-(iterations per second, and the projected time of the GUI's 300-iteration fine-tune). CUDA
+bf16 path ran (from oneDNN's verbose log); the Grad-CAM at 224², width 1, eager against
+``torch.compile`` (``bench_compile.compare``, fp32; the one-off compile time is reported too); and
+fine-tuning throughput of the demo model (iterations per second, and the projected time of the
+GUI's 300-iteration fine-tune). CUDA
 figures are added when a GPU is present (``--device cuda``): the same volume, eager fp32 against
 bf16. Every figure is printed as ``new / baseline`` with both absolute values, and written to
 ``--json``.
@@ -199,6 +201,13 @@ def main() -> int:
         report(f"cpu folder of {n} volumes (demo)", times[True], times[False], "s",
                f"next scan decoded on a thread vs in turn; {n / times[True]:.2f} volumes/s "
                "with decode and writing")
+    from bench_compile import compare  # a sibling script: benchmarks/ is sys.path[0]
+
+    row = compare(resolution=224, width=1.0, slices=64 if args.quick else 128, precision="fp32",
+                  repeats=args.repeats)
+    report("cpu Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
+           f"torch.compile vs eager, fp32, {row['slices']} slices; first call (compiles) "
+           f"{row['first_call_s']:.1f} s, map correlation {row['corr']:.5f}")
     out["machine"]["onednn_bf16_conv"] = onednn_kernel()
     print(f"oneDNN bf16 convolution kernel: {out['machine']['onednn_bf16_conv']}")
     if DEMO.is_file():

@@ -70,6 +70,10 @@ def main() -> int:
                    help="training seed (the synthetic data keep seed 7)")
     p.add_argument("--lam", type=float, default=TrainConfig().lam,
                    help="weight λ of the size constraint")
+    p.add_argument("--t", type=float, default=TrainConfig().t,
+                   help="log-barrier parameter t of the size constraint")
+    p.add_argument("--latent-dim", type=int, default=ModelConfig().latent_dim,
+                   help="size of the dense latent z")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--calib-data", type=Path, default=ROOT / "data" / "synth_calib")
@@ -90,9 +94,10 @@ def main() -> int:
     print(f"synthetic data ready in {time.perf_counter() - t0:.0f} s", flush=True)
     config = RunConfig(
         preprocess=PreprocessConfig(resolution=128, slices="brain"),
-        model=ModelConfig(resolution=128, width=0.25, cam_weights=args.cam_weights),
+        model=ModelConfig(resolution=128, width=0.25, latent_dim=args.latent_dim,
+                          cam_weights=args.cam_weights),
         train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
-                          lr=3e-4, checkpoint_every=500, lam=args.lam,
+                          lr=3e-4, checkpoint_every=500, lam=args.lam, t=args.t,
                           device=args.device, split_fractions=(0.9, 0.1, 0.0), seed=args.seed),
     )
     if args.run.exists():
