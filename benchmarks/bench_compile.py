@@ -1,19 +1,19 @@
-"""Does ``torch.compile`` pay for the CPU Grad-CAM? Eager against compiled, side by side.
+"""Does ``torch.compile`` pay for the Grad-CAM? Eager against compiled, side by side.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_compile.py [--resolution 224] [--width 1]
         [--batch-size 32] [--slices 138] [--threads N] [--precisions fp32,bf16]
-        [--json OUT.json]
+        [--device cpu|cuda] [--json OUT.json]
 
 Times the inference Grad-CAM (:func:`~cavlog_core.models.gradcam.encoder_cam` on the
 :func:`~cavlog_core.inference.predict.inference_modules` twin: BatchNorm folded, channels-last) on
-``--slices`` random slices, fp32 and bf16, eager and with the two encoder halves
-(``features_at``, ``encode_from``) wrapped in ``torch.compile`` (inductor; the backward of
-``encode_from`` is compiled by AOTAutograd). Prints seconds per volume-sized stack, the speed-up
-over eager in the same run, the one-off compile time and the correlation of the compiled maps
-with the eager ones (issue 10 asks for >= 0.999). ``benchmarks/speed.py`` reports the fp32 row
-through :func:`compare`.
+``--slices`` random slices of the CPU (or of the GPU with ``--device cuda``), fp32 and bf16, eager
+and with the two encoder halves (``features_at``, ``encode_from``) wrapped in ``torch.compile``
+(inductor; the backward of ``encode_from`` is compiled by AOTAutograd). Prints seconds per volume-
+sized stack, the speed-up over eager in the same run, the one-off compile time and the correlation
+of the compiled maps with the eager ones (issue 10 asks for >= 0.999). ``benchmarks/speed.py``
+reports the fp32 row through :func:`compare`.
 """
 
 from __future__ import annotations
@@ -32,21 +32,25 @@ from cavlog_core.methods import get_method
 from cavlog_core.models.gradcam import encoder_cam
 
 
-def _model(resolution: int, width: float):
+def _model(resolution: int, width: float, device: torch.device):
     torch.manual_seed(0)
     cfg = RunConfig(preprocess=PreprocessConfig(resolution=resolution),
                     model=ModelConfig(resolution=resolution, width=width))
     modules = get_method("constrained")(cfg).build().eval()
-    return inference_modules(modules, torch.device("cpu"))["model"]
+    return inference_modules(modules, device)["model"]
 
 
 def _cams(model, stack: torch.Tensor, batch: int, bf16: bool) -> torch.Tensor:
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    device = stack.device
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     out = []
     with ctx:
         for s in range(0, len(stack), batch):
             out.append(encoder_cam(model, stack[s:s + batch]).float())
-    return torch.cat(out)
+    cams = torch.cat(out)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # time the work, not its launch
+    return cams
 
 
 def _best(repeats: int, *args) -> float:
@@ -60,8 +64,9 @@ def _best(repeats: int, *args) -> float:
 
 
 def compare(*, resolution: int = 224, width: float = 1.0, slices: int = 138,
-            batch_size: int = 32, precision: str = "fp32", repeats: int = 2) -> dict[str, float]:
-    """Eager against compiled Grad-CAM on ``slices`` random slices, in this process.
+            batch_size: int = 32, precision: str = "fp32", repeats: int = 2,
+            device: str = "cpu") -> dict[str, float]:
+    """Eager against compiled Grad-CAM on ``slices`` random slices of ``device``, in this process.
 
     Returns ``eager_s`` and ``compiled_s`` (best of ``repeats``), ``speedup``, ``first_call_s``
     (the call that compiles) and ``corr`` (correlation of the compiled maps with the eager ones).
@@ -70,14 +75,15 @@ def compare(*, resolution: int = 224, width: float = 1.0, slices: int = 138,
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision={precision!r}: must be 'fp32' or 'bf16'")
     bf16 = precision == "bf16"
-    stack = torch.rand(slices, 1, resolution, resolution)
+    dev = torch.device(device)
+    stack = torch.rand(slices, 1, resolution, resolution, device=dev)
     stack = stack.contiguous(memory_format=torch.channels_last)
     stack = stack[: (slices // batch_size) * batch_size or batch_size]
-    eager = _model(resolution, width)
+    eager = _model(resolution, width, dev)
     ref = _cams(eager, stack, batch_size, bf16)
     t_eager = _best(repeats, eager, stack, batch_size, bf16)
 
-    comp = _model(resolution, width)
+    comp = _model(resolution, width, dev)
     torch._dynamo.reset()
     comp.features_at = torch.compile(comp.features_at, dynamic=False)
     comp.encode_from = torch.compile(comp.encode_from, dynamic=False)
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slices", type=int, default=138)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--precisions", default="fp32,bf16",
                    help="comma list of fp32, bf16 (bf16 is emulated, and slow, on CPUs without "
                         "AMX / AVX-512-BF16)")
@@ -115,14 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in names:
         row = compare(resolution=a.resolution, width=a.width, slices=a.slices,
-                      batch_size=a.batch_size, precision=name, repeats=a.repeats)
+                      batch_size=a.batch_size, precision=name, repeats=a.repeats,
+                      device=a.device)
         rows[name] = row
         print(f"{name}: eager {row['eager_s']:.3f} s, compiled {row['compiled_s']:.3f} s "
               f"({row['speedup']:.2f}x) on {row['slices']} slices, first compiled call "
               f"{row['first_call_s']:.1f} s, map correlation {row['corr']:.5f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"resolution": a.resolution, "width": a.width,
+            json.dump({"resolution": a.resolution, "width": a.width, "device": a.device,
                        "threads": torch.get_num_threads(), "torch": torch.__version__,
                        "rows": rows}, f, indent=1)
     return 0

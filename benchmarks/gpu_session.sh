@@ -11,5 +11,6 @@ timeout 210 python3 scripts/train_demo_weights.py --device cuda --subjects 30 --
 cp /tmp/run/log.jsonl "$OUT/demo_weights_log.jsonl" 2>/dev/null
 timeout 30 python3 benchmarks/bench_train.py --resolution 224 --width 1 --device cuda --iterations 20
 timeout 60 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/core/test_cuda.py 2>&1 | tail -4
-# Issue 10's figures: CPU fp32/bf16 and, with CUDA present, the GPU volume fp32 vs bf16.
-timeout 240 python3 benchmarks/speed.py --quick --json "$OUT/speed.json" 2>&1 | tail -8
+# Issue 10's figures: CPU fp32/bf16 and eager/compiled and, with CUDA present, the GPU volume
+# fp32 vs bf16 and the compiled Grad-CAM vs eager.
+timeout 300 python3 benchmarks/speed.py --quick --json "$OUT/speed.json" 2>&1 | tail -8

@@ -10,10 +10,9 @@ with the demo weights (128², width 0.25), fp32 against bf16; which oneDNN convo
 bf16 path ran (from oneDNN's verbose log); the Grad-CAM at 224², width 1, eager against
 ``torch.compile`` (``bench_compile.compare``, fp32; the one-off compile time is reported too); and
 fine-tuning throughput of the demo model (iterations per second, and the projected time of the
-GUI's 300-iteration fine-tune). CUDA
-figures are added when a GPU is present (``--device cuda``): the same volume, eager fp32 against
-bf16. Every figure is printed as ``new / baseline`` with both absolute values, and written to
-``--json``.
+GUI's 300-iteration fine-tune). CUDA figures are added when a GPU is present (``--device cuda``):
+the same volume, eager fp32 against bf16, and the compiled Grad-CAM against eager in bf16. Every
+figure is printed as ``new / baseline`` with both absolute values, and written to ``--json``.
 """
 
 from __future__ import annotations
@@ -229,6 +228,11 @@ def main() -> int:
             bf16 = volume_seconds(loaded, case, precision="bf16", device="cuda",
                                   repeats=args.repeats)
             report(f"cuda volume {label}", bf16, fp32, "s", "bf16 vs fp32 on the GPU")
+        row = compare(resolution=224, width=1.0, slices=1024, precision="bf16",
+                      repeats=args.repeats, device="cuda")
+        report("cuda Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
+               f"torch.compile vs eager, bf16, {row['slices']} slices; first call (compiles) "
+               f"{row['first_call_s']:.1f} s, map correlation {row['corr']:.5f}")
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
