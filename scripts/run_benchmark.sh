@@ -8,6 +8,8 @@
 #   scripts/run_benchmark.sh ablations [WORK]  the cpu mode's ablations without Table 1, in the
 #                                         quick mode's folder (its constrained runs are the
 #                                         default model); ABLATIONS="lambda t" picks some
+#                                         (n-by-z: the N slices x z table, in
+#                                         WORK/quick[-RES]-slicesN)
 #   scripts/run_benchmark.sh quick [WORK] the constrained model (gradient and gradient-running-bn),
 #                                         VAE, AE and FLAIR thresholding, 3 seeds, 64² (~20 min;
 #                                         RES=128 THREADS=1: ~1.5 h, in WORK/quick-128)
@@ -104,7 +106,10 @@ cpu|ablations)
   C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}" --iterations "${ITERS:-300}"
      --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}" --device "${DEVICE:-cpu}" --threads 1)
   OUT="$WORK/cpu"
-  ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 latent)
+  # n-by-z: the paper's N slices x z table, the latent ablation with 1 and 30 central training
+  # slices too (N = 10 is the latent ablation; each N trains its own default model, in OUT-slicesN).
+  ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 latent
+       n-by-z)
   if [ "$MODE" = ablations ]; then
     OUT="$QUICK"  # next to the quick mode's runs, whose constrained runs are the default model
     [ -z "${ABLATIONS:-}" ] || read -ra ABL <<< "$ABLATIONS"
@@ -113,14 +118,14 @@ cpu|ablations)
   [ "$MODE" = ablations ] || bench "$DATA" --out "$OUT" --methods all "${C[@]}"
   # The ablations of docs/benchmark.md (settings equal to the default reuse the Table 1 run).
   for a in "${ABL[@]}"; do
-    bench "$DATA" --out "$OUT" --ablation "$a" "${C[@]}" --keep-going
-  done
-  [ "$MODE" = cpu ] || exit 0
-  # The paper's N slices x z table: the latent ablation with 1 and 30 central training slices
-  # too (N = 10 is the run above; each N trains its own default model in its own folder).
-  for n in 1 30; do
-    bench "$DATA" --out "$WORK/cpu-slices$n" --ablation latent "${C[@]}" \
-      --slices "central:$n" --keep-going
+    if [ "$a" = n-by-z ]; then
+      for n in 1 30; do
+        bench "$DATA" --out "$OUT-slices$n" --ablation latent "${C[@]}" \
+          --slices "central:$n" --keep-going
+      done
+    else
+      bench "$DATA" --out "$OUT" --ablation "$a" "${C[@]}" --keep-going
+    fi
   done
   ;;
 gpu)

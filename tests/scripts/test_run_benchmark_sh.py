@@ -1,8 +1,9 @@
 """scripts/run_benchmark.sh, the one command behind docs/benchmark.md, on a tiny dataset.
 
 The script is bash glue around `cavlog benchmark`: these tests run it as a user would (the quick
-mode with two one-thread workers, then again to resume) with every size knob turned down, and
-check its refusals (unknown mode, data of another anatomy version).
+mode with two one-thread workers, then again to resume, then the ablations mode's N slices x z
+table) with every size knob turned down, and check its refusals (unknown mode, data of another
+anatomy version).
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def test_quick_mode_with_two_workers_then_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "4 runs (4 skipped)" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+    # The ablations mode's N slices x z table: the latent ablation per N, each in its own folder
+    # next to the quick one (on the same data and slice cache).
+    nbz = _run("ablations", str(work), ABLATIONS="n-by-z")
+    assert nbz.returncode == 0, nbz.stderr[-2000:]
+    for n in (1, 30):
+        summary = work / f"quick-slices{n}" / "summary_latent.md"
+        assert _table_rows(summary) == ["latent-16", "latent-32", "latent-64", "latent-128"]
+        assert f"(central:{n}) of the train cases" in summary.read_text()
+    assert not (quick / "summary_latent.md").exists()  # N = 10 is the plain latent ablation
 
 
 def test_unknown_mode_prints_usage(tmp_path):
