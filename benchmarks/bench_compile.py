@@ -24,20 +24,16 @@ import time
 from contextlib import nullcontext
 
 import torch
+from bench_inference import random_checkpoint  # a sibling script: benchmarks/ is sys.path[0]
 
-from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.device import cpu_bf16_units
 from cavlog_core.inference.predict import inference_modules
-from cavlog_core.methods import get_method
 from cavlog_core.models.gradcam import encoder_cam
 
 
 def _model(resolution: int, width: float, device: torch.device):
-    torch.manual_seed(0)
-    cfg = RunConfig(preprocess=PreprocessConfig(resolution=resolution),
-                    model=ModelConfig(resolution=resolution, width=width))
-    modules = get_method("constrained")(cfg).build().eval()
-    return inference_modules(modules, device)["model"]
+    """The inference twin of the paper's model with random weights (seed 0)."""
+    return inference_modules(random_checkpoint(resolution, width, device).modules, device)["model"]
 
 
 def _cams(model, stack: torch.Tensor, batch: int, bf16: bool) -> torch.Tensor:

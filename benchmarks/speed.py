@@ -28,26 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_compile import compare  # sibling scripts: benchmarks/ is sys.path[0]
+from bench_inference import random_checkpoint
 
 from cavlog_core._progress import drain
 from cavlog_core.checkpoint import LoadedCheckpoint, load_checkpoint
-from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig
 from cavlog_core.data.io import case_from_arrays
 from cavlog_core.device import cpu_bf16_units
 from cavlog_core.inference.predict import predict_volume
-from cavlog_core.methods import get_method
 from cavlog_core.synth import generate_subject
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "src" / "napari_cavlog" / "weights" / "demo.pt"
-
-
-def random_model(resolution: int, width: float) -> LoadedCheckpoint:
-    torch.manual_seed(0)
-    config = RunConfig(preprocess=PreprocessConfig(resolution=resolution),
-                       model=ModelConfig(resolution=resolution, width=width))
-    method = get_method("constrained")(config)
-    return LoadedCheckpoint(method, method.build().eval(), config, {}, {})
 
 
 def volume_seconds(loaded: LoadedCheckpoint, case: Any, *, precision: str, device: str,
@@ -174,7 +166,7 @@ def main() -> int:
                                 "unit": unit, "what": what}
         print(f"{name:34s} {new:8.3f} {unit} vs {base:8.3f} {unit} -> {base / new:5.2f}x ({what})")
 
-    models = {"224² width 1 (random)": random_model(224, 1.0)}
+    models = {"224² width 1 (random)": random_checkpoint(224, 1.0, torch.device("cpu"))}
     if DEMO.is_file():
         models["128² width 0.25 (demo)"] = load_checkpoint(DEMO)
     for label, loaded in models.items():
@@ -200,8 +192,6 @@ def main() -> int:
         report(f"cpu folder of {n} volumes (demo)", times[True], times[False], "s",
                f"next scan decoded on a thread vs in turn; {n / times[True]:.2f} volumes/s "
                "with decode and writing")
-    from bench_compile import compare  # a sibling script: benchmarks/ is sys.path[0]
-
     row = compare(resolution=224, width=1.0, slices=64 if args.quick else 128, precision="fp32",
                   repeats=args.repeats)
     report("cpu Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
