@@ -12,7 +12,8 @@
 #                                         WORK/quick[-RES]-slicesN)
 #   scripts/run_benchmark.sh quick [WORK] the constrained model (gradient and gradient-running-bn),
 #                                         VAE, AE and FLAIR thresholding, 3 seeds, 64² (~20 min;
-#                                         RES=128 THREADS=1: ~1.5 h, in WORK/quick-128)
+#                                         RES=128 THREADS=1: ~1.5 h, in WORK/quick-128;
+#                                         METHODS=all: every Table 1 method in that folder)
 #   CPU_WORKERS=N (cpu, ablations, quick) N one-thread workers that share the runs through
 #                                         the per-run locks (logs: WORK/cpu-worker<i>.log)
 #   scripts/run_benchmark.sh loco [WORK]  leave-one-case-out fine-tuning on the real BraTS 2013
@@ -25,8 +26,8 @@
 # WORK defaults to runs/benchmark (git-ignored). Everything is resumable: run it again after an
 # interruption and finished runs are skipped. The data are the `glioma` preset (LESIONS=ms for the
 # other); training uses the paper's 10 central lesion-free slices (SLICES=brain for every brain
-# slice). Knobs: SUBJECTS, SHAPE, LESIONS, SLICES, SEEDS, RES, WIDTH, ITERS, WARMUP, WORKERS,
-# CPU_WORKERS, ABLATIONS, DEVICE, WORKER_TIMEOUT, PYTHON.
+# slice). Knobs: SUBJECTS, SHAPE, LESIONS, SLICES, SEEDS, RES, WIDTH, ITERS, WARMUP, METHODS,
+# WORKERS, CPU_WORKERS, ABLATIONS, DEVICE, WORKER_TIMEOUT, PYTHON.
 set -euo pipefail
 
 MODE=${1:-cpu}
@@ -46,10 +47,13 @@ QUICK="$WORK/quick"
 [ "${RES:-64}" = 64 ] || QUICK="$WORK/quick-$RES"
 
 bench() {  # `cavlog benchmark "$@"`, as CPU_WORKERS one-thread workers when that is > 1
-  local n=${CPU_WORKERS:-1} i rc=0 pids=()
+  local n=${CPU_WORKERS:-1} i rc=0 pids=() args=() a skip=0
   if [ "$n" -le 1 ]; then cavlog benchmark "$@"; return; fi
+  for a in "$@"; do  # each worker gets one thread: drop the mode's --threads N
+    if [ "$skip" = 1 ]; then skip=0; elif [ "$a" = --threads ]; then skip=1; else args+=("$a"); fi
+  done
   for i in $(seq "$n"); do
-    cavlog benchmark "$@" --threads 1 > "$WORK/cpu-worker$i.log" 2>&1 &
+    cavlog benchmark "${args[@]}" --threads 1 > "$WORK/cpu-worker$i.log" 2>&1 &
     pids+=($!)
   done
   for i in "${pids[@]}"; do wait "$i" || rc=$?; done
@@ -108,8 +112,8 @@ cpu|ablations)
   OUT="$WORK/cpu"
   # n-by-z: the paper's N slices x z table, the latent ablation with 1 and 30 central training
   # slices too (N = 10 is the latent ablation; each N trains its own default model, in OUT-slicesN).
-  ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 latent
-       n-by-z)
+  ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 p-by-t
+       latent n-by-z)
   if [ "$MODE" = ablations ]; then
     OUT="$QUICK"  # next to the quick mode's runs, whose constrained runs are the default model
     [ -z "${ABLATIONS:-}" ] || read -ra ABL <<< "$ABLATIONS"
@@ -134,7 +138,7 @@ gpu)
   G=(--resolution "${RES:-128}" --width "${WIDTH:-0.5}" --iterations "${ITERS:-1000}"
      --warmup-iterations "${WARMUP:-200}" "${SHARED[@]}" --device "${DEVICE:-cuda}"
      --threads 1 --keep-going)
-  ABLATIONS=(barrier-vs-l2 image-vs-pixel lambda cam-stage t recon)
+  ABLATIONS=(barrier-vs-l2 p-by-t image-vs-pixel lambda cam-stage t recon)
   # Fill the slice cache once (FLAIR thresholding trains nothing), then identical workers share
   # the runs through the per-run locks: each takes the next run nobody holds.
   cavlog benchmark "$DATA" --out "$OUT" --methods flair-threshold --seeds 1 "${G[@]}"
@@ -164,7 +168,7 @@ quick)
      --device "${DEVICE:-cpu}" --threads "${THREADS:-2}")
   Q="$QUICK"
   fill_cache "${C[@]}"
-  bench "$DATA" --out "$Q" --methods flair-threshold,ae,vae,constrained "${C[@]}"
+  bench "$DATA" --out "$Q" --methods "${METHODS:-flair-threshold,ae,vae,constrained}" "${C[@]}"
   bench "$DATA" --out "$Q" --ablation cam-weights "${C[@]}" --keep-going
   ;;
 loco)

@@ -61,7 +61,7 @@ def test_settings_cover_table_1_and_the_ablations():
     with pytest.raises(CavlogError, match="twice"):
         method_settings("vae,vae")
     assert set(ABLATIONS) == {"barrier-vs-l2", "image-vs-pixel", "lambda", "cam-stage", "t",
-                              "recon", "healthy-percentile", "cam-weights", "latent"}
+                              "recon", "healthy-percentile", "cam-weights", "latent", "p-by-t"}
     bl2 = ablation("barrier-vs-l2").settings
     assert len(bl2) == 14 and {s.group for s in bl2} == {"barrier", "l2"}
     assert sorted({s.value for s in bl2}) == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
@@ -77,6 +77,16 @@ def test_settings_cover_table_1_and_the_ablations():
         [0.01, 0.1, 1.0, 10.0, 100.0]
     assert [s.apply(base).model.latent_dim for s in ablation("latent").settings] == \
         [16, 32, 64, 128]
+    pt = {s.label: s.apply(base).train for s in ablation("p-by-t").settings}
+    assert len(pt) == 9 and {(c.p, c.t) for c in pt.values()} == \
+        {(p, t) for p in (0.1, 0.2, 0.3) for t in (10.0, 20.0, 50.0)}
+    # cells on another ablation's line carry its label and configuration (their runs are reused)
+    others = {s.label: s.apply(base).train for a in ("barrier-vs-l2", "t")
+              for s in ablation(a).settings}
+    shared = set(pt) & set(others)
+    assert shared == {"barrier-p0.10", "barrier-p0.30", "t-10", "t-50", "barrier-p0.20"}
+    assert all(pt[k] == others[k] for k in shared)
+    assert (pt["p0.30-t10"].p, pt["p0.30-t10"].t) == (0.3, 10.0)
     with pytest.raises(CavlogError, match="unknown"):
         ablation("dropout")
     assert config_difference(json.loads(json.dumps(base.to_dict())), base) is None

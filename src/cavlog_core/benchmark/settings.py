@@ -93,6 +93,20 @@ def _p_grid() -> tuple[float, ...]:
     return tuple(round(0.05 * i, 2) for i in range(7))  # 0, 0.05, ..., 0.30
 
 
+def _p_by_t_settings() -> tuple[Setting, ...]:
+    # The cells on the other ablations' lines take their labels (barrier-p<p> at t = 20, t-<t>
+    # at p = 0.2), so a folder that already holds those runs reuses them instead of training
+    # the same configuration again.
+    out = []
+    for p in (0.1, 0.2, 0.3):
+        for t in (10.0, 20.0, 50.0):
+            label = (f"barrier-p{p:.2f}" if t == 20.0 else f"t-{t:g}" if p == 0.2
+                     else f"p{p:.2f}-t{t:g}")
+            out.append(Setting(label, "constrained", {"constraint": "barrier", "p": p, "t": t},
+                               axis="t", value=t, group=f"p = {p:.2f}"))
+    return tuple(out)
+
+
 def _build_ablations() -> dict[str, Ablation]:
     c = "constrained"
     abl = [
@@ -117,6 +131,8 @@ def _build_ablations() -> dict[str, Ablation]:
         Ablation("t", "log-barrier parameter t",
                  tuple(Setting(f"t-{t:g}", c, {"t": t}, axis="t", value=t)
                        for t in (10.0, 15.0, 20.0, 25.0, 50.0))),
+        Ablation("p-by-t", "margin p x barrier parameter t of the extended log-barrier",
+                 _p_by_t_settings()),
         Ablation("latent", "size of the dense latent z (run it with several --slices central:N "
                  "for the paper's N slices x z table)",
                  tuple(Setting(f"latent-{z}", c, model={"latent_dim": z}, axis="latent_dim",
