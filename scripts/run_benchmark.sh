@@ -120,7 +120,7 @@ cpu|ablations)
   fi
   fill_cache "${C[@]}"
   [ "$MODE" = ablations ] || bench "$DATA" --out "$OUT" --methods all "${C[@]}"
-  # The ablations of docs/benchmark.md (settings equal to the default reuse the Table 1 run).
+  # The ablations of docs/benchmark.md (a setting equal to an earlier one reuses its run).
   for a in "${ABL[@]}"; do
     if [ "$a" = n-by-z ]; then
       for n in 1 30; do

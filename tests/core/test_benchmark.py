@@ -22,6 +22,7 @@ from cavlog_core.benchmark import (
 )
 from cavlog_core.benchmark.report import markdown_table, percentile_table
 from cavlog_core.benchmark.runner import RunBusy, config_difference, run_lock
+from cavlog_core.benchmark.settings import run_folders
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from cavlog_core.errors import CavlogError
 from cavlog_core.methods import list_methods
@@ -80,13 +81,17 @@ def test_settings_cover_table_1_and_the_ablations():
     pt = {s.label: s.apply(base).train for s in ablation("p-by-t").settings}
     assert len(pt) == 9 and {(c.p, c.t) for c in pt.values()} == \
         {(p, t) for p in (0.1, 0.2, 0.3) for t in (10.0, 20.0, 50.0)}
-    # cells on another ablation's line carry its label and configuration (their runs are reused)
-    others = {s.label: s.apply(base).train for a in ("barrier-vs-l2", "t")
-              for s in ablation(a).settings}
-    shared = set(pt) & set(others)
-    assert shared == {"barrier-p0.10", "barrier-p0.30", "t-10", "t-50", "barrier-p0.20"}
-    assert all(pt[k] == others[k] for k in shared)
-    assert (pt["p0.30-t10"].p, pt["p0.30-t10"].t) == (0.3, 10.0)
+    # cells on another ablation's line share its folder (its runs are reused), the rest their own
+    folders = run_folders(ablation("p-by-t").settings, base)
+    assert folders == {"p0.10-t10": "p0.10-t10", "p0.10-t20": "barrier-p0.10",
+                       "p0.10-t50": "p0.10-t50", "p0.20-t10": "t-10",
+                       "p0.20-t20": "constrained", "p0.20-t50": "t-50",
+                       "p0.30-t10": "p0.30-t10", "p0.30-t20": "barrier-p0.30",
+                       "p0.30-t50": "p0.30-t50"}
+    lam = run_folders(ablation("lambda").settings, base)
+    assert lam["lambda-10"] == "constrained" and lam["lambda-100"] == "lambda-100"
+    assert run_folders(method_settings("vae,constrained"), base) == \
+        {"vae": "vae", "constrained": "constrained"}
     with pytest.raises(CavlogError, match="unknown"):
         ablation("dropout")
     assert config_difference(json.loads(json.dumps(base.to_dict())), base) is None

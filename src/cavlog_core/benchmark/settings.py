@@ -25,6 +25,7 @@ __all__ = [
     "Setting",
     "ablation",
     "method_settings",
+    "run_folders",
 ]
 
 #: Table 1 order: residual baselines, attention baselines, the proposed model, FLAIR thresholding.
@@ -94,17 +95,11 @@ def _p_grid() -> tuple[float, ...]:
 
 
 def _p_by_t_settings() -> tuple[Setting, ...]:
-    # The cells on the other ablations' lines take their labels (barrier-p<p> at t = 20, t-<t>
-    # at p = 0.2), so a folder that already holds those runs reuses them instead of training
-    # the same configuration again.
-    out = []
-    for p in (0.1, 0.2, 0.3):
-        for t in (10.0, 20.0, 50.0):
-            label = (f"barrier-p{p:.2f}" if t == 20.0 else f"t-{t:g}" if p == 0.2
-                     else f"p{p:.2f}-t{t:g}")
-            out.append(Setting(label, "constrained", {"constraint": "barrier", "p": p, "t": t},
-                               axis="t", value=t, group=f"p = {p:.2f}"))
-    return tuple(out)
+    # Cells on another ablation's line (t = 20, p = 0.2) reuse its runs: see run_folders.
+    return tuple(Setting(f"p{p:.2f}-t{t:g}", "constrained",
+                         {"constraint": "barrier", "p": p, "t": t}, axis="t", value=t,
+                         group=f"p = {p:.2f}")
+                 for p in (0.1, 0.2, 0.3) for t in (10.0, 20.0, 50.0))
 
 
 def _build_ablations() -> dict[str, Ablation]:
@@ -179,3 +174,25 @@ def method_settings(spec: str | list[str] | tuple[str, ...]) -> tuple[Setting, .
     if len(set(names)) != len(names):
         raise CavlogError(f"--methods {spec!r}: a method is listed twice")
     return tuple(Setting(n, n) for n in names)
+
+
+def run_folders(settings: tuple[Setting, ...], base: RunConfig) -> dict[str, str]:
+    """Map each setting's label to the folder that holds its runs.
+
+    A setting whose configuration equals that of an earlier one (Table 1's ``constrained``
+    first, then every trained ablation's settings in :data:`ABLATIONS` order) shares its folder,
+    so the same model is never trained twice in one benchmark folder: the p x t cell at t = 20
+    is ``barrier-vs-l2``'s run, the default of every ablation is the ``constrained`` run.
+    """
+    candidates = [Setting("constrained", "constrained")]
+    candidates += [s for a in ABLATIONS.values() if not a.evaluation_only for s in a.settings]
+    seen: list[tuple[RunConfig, str]] = []
+    for c in candidates:
+        cfg = c.apply(base)
+        if all(cfg != other for other, _ in seen):
+            seen.append((cfg, c.label))
+    out = {}
+    for s in settings:
+        cfg = s.apply(base)
+        out[s.label] = next((label for other, label in seen if other == cfg), s.label)
+    return out

@@ -27,7 +27,14 @@ from .runner import (
     prepare_data,
     run_one,
 )
-from .settings import HEALTHY_PERCENTILE_ABLATION, Ablation, Setting, ablation, method_settings
+from .settings import (
+    HEALTHY_PERCENTILE_ABLATION,
+    Ablation,
+    Setting,
+    ablation,
+    method_settings,
+    run_folders,
+)
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "benchmark", "run_benchmark"]
 
@@ -46,8 +53,9 @@ class BenchmarkConfig:
     out : Path
         Output folder: ``<label>/seed<k>/`` per run, ``summary.md`` and ``pr_curves.png``
         (``summary_<ablation>.md``, ``pr_curves_<ablation>.png``, ``ablation_<ablation>.png``
-        for an ablation), so Table 1 and every ablation can share one folder; ablation settings
-        equal to the default model reuse its ``constrained/`` runs. Several processes may share
+        for an ablation), so Table 1 and every ablation can share one folder; a setting equal to
+        another one (the default model, a cell on another ablation's line) reuses its runs
+        (:func:`~cavlog_core.benchmark.settings.run_folders`). Several processes may share
         it (runs are locked while computed).
     base : RunConfig
         Shared preprocessing, model and training budget; each setting overrides its method and
@@ -164,12 +172,10 @@ def benchmark(cfg: BenchmarkConfig) -> Generator[BenchmarkEvent, None, Benchmark
                                                   cache_dir=cfg.cache_dir,
                                                   slices=not cfg.summarize_only)
     plan = [(s, seed) for seed in cfg.seed_list for s in settings]
-    default = Setting("constrained", "constrained").apply(base)
+    folders = run_folders(settings, base)
 
     def folder(setting: Setting) -> str:
-        # An ablation setting equal to the default model reuses the "constrained" runs.
-        return "constrained" if abl is not None and setting.apply(base) == default \
-            else setting.label
+        return folders[setting.label]
 
     done_runs: dict[int, RunResult] = {}
     failed: dict[str, str] = {}
