@@ -1,9 +1,9 @@
 """scripts/run_benchmark.sh, the one command behind docs/benchmark.md, on a tiny dataset.
 
 The script is bash glue around `cavlog benchmark`: these tests run it as a user would (the quick
-mode with two one-thread workers, then again to resume, then the ablations mode's N slices x z
-table) with every size knob turned down, and check its refusals (unknown mode, data of another
-anatomy version).
+mode with two one-thread workers, then again to resume, with a METHODS subset, then the
+ablations mode's N slices x z table) with every size knob turned down, and check its refusals
+(unknown mode, data of another anatomy version).
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def test_quick_mode_with_two_workers_then_resumes(tmp_path):
     assert "cam-weights-gradient seed0: skipped" in text
     # The cache-filling pass writes its own folder, never the quick folder's summary.
     assert (work / "cache-fill").is_dir()
+    # Each worker runs one thread: the mode's --threads is replaced, not repeated.
+    command = next(line for line in (quick / "summary.md").read_text().splitlines()
+                   if line.startswith("- Command:"))
+    assert command.count("--threads") == 1 and "--threads 1" in command
 
     results = sorted(quick.glob("*/seed0/result.json"))
     stamps = {p: p.stat().st_mtime_ns for p in results}
@@ -68,6 +72,11 @@ def test_quick_mode_with_two_workers_then_resumes(tmp_path):
     again = _run("quick", str(work))  # resumable: nothing is trained twice
     assert again.returncode == 0, again.stderr[-2000:]
     assert "4 runs (4 skipped)" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+    # METHODS picks the Table 1 rows (in its order), from the finished runs.
+    some = _run("quick", str(work), METHODS="vae,flair-threshold")
+    assert some.returncode == 0, some.stderr[-2000:]
+    assert _table_rows(quick / "summary.md") == ["vae", "flair-threshold"]
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
 
     # The ablations mode's N slices x z table: the latent ablation per N, each in its own folder
