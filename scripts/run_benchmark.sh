@@ -62,9 +62,13 @@ bench() {  # `cavlog benchmark "$@"`, as CPU_WORKERS one-thread workers when tha
 }
 
 fill_cache() {  # preprocess the slices once before parallel workers (FLAIR thresholding trains
-  # nothing; its own folder, so no summary of the real runs is overwritten)
-  [ "${CPU_WORKERS:-1}" -le 1 ] || cavlog benchmark "$DATA" --out "$WORK/cache-fill" \
-    --methods flair-threshold "$@" --seeds 1 > /dev/null
+  # nothing; a throw-away folder, so no summary of the real runs is overwritten and another
+  # RES in the same WORK is not refused as a different configuration)
+  [ "${CPU_WORKERS:-1}" -le 1 ] && return
+  local tmp
+  tmp=$(mktemp -d "$WORK/.cache-fill.XXXXXX")
+  cavlog benchmark "$DATA" --out "$tmp" --methods flair-threshold "$@" --seeds 1 > /dev/null
+  rm -rf "$tmp"
 }
 
 synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel

@@ -58,8 +58,8 @@ def test_quick_mode_with_two_workers_then_resumes(tmp_path):
     assert [p.name for p in logs] == ["cpu-worker1.log", "cpu-worker2.log"]
     text = "".join(p.read_text() for p in logs)
     assert "cam-weights-gradient seed0: skipped" in text
-    # The cache-filling pass writes its own folder, never the quick folder's summary.
-    assert (work / "cache-fill").is_dir()
+    # The cache-filling pass uses a throw-away folder, never the quick folder's summary.
+    assert not list(work.glob(".cache-fill*")) and (work / "cache").is_dir()
     # Each worker runs one thread: the mode's --threads is replaced, not repeated.
     command = next(line for line in (quick / "summary.md").read_text().splitlines()
                    if line.startswith("- Command:"))
@@ -81,7 +81,7 @@ def test_quick_mode_with_two_workers_then_resumes(tmp_path):
 
     # The ablations mode's N slices x z table: the latent ablation per N, each in its own folder
     # next to the quick one (on the same data and slice cache).
-    nbz = _run("ablations", str(work), ABLATIONS="n-by-z")
+    nbz = _run("ablations", str(work), ABLATIONS="n-by-z", CPU_WORKERS="2")
     assert nbz.returncode == 0, nbz.stderr[-2000:]
     for n in (1, 30):
         summary = work / f"quick-slices{n}" / "summary_latent.md"
