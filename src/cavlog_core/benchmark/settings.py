@@ -186,13 +186,10 @@ def run_folders(settings: tuple[Setting, ...], base: RunConfig) -> dict[str, str
     """
     candidates = [Setting("constrained", "constrained")]
     candidates += [s for a in ABLATIONS.values() if not a.evaluation_only for s in a.settings]
-    seen: list[tuple[RunConfig, str]] = []
-    for c in candidates:
-        cfg = c.apply(base)
-        if all(cfg != other for other, _ in seen):
-            seen.append((cfg, c.label))
-    out = {}
-    for s in settings:
-        cfg = s.apply(base)
-        out[s.label] = next((label for other, label in seen if other == cfg), s.label)
-    return out
+    known = [(c.apply(base), c.label) for c in candidates]  # in order: the first match wins
+
+    def folder(setting: Setting) -> str:
+        cfg = setting.apply(base)
+        return next((label for other, label in known if other == cfg), setting.label)
+
+    return {s.label: folder(s) for s in settings}
