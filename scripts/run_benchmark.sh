@@ -67,8 +67,11 @@ fill_cache() {  # preprocess the slices once before parallel workers (FLAIR thre
   [ "${CPU_WORKERS:-1}" -le 1 ] && return
   local tmp
   tmp=$(mktemp -d "$WORK/.cache-fill.XXXXXX")
-  cavlog benchmark "$DATA" --out "$tmp" --methods flair-threshold "$@" --seeds 1 > /dev/null
-  rm -rf "$tmp"
+  local rc=0
+  cavlog benchmark "$DATA" --out "$tmp" --methods flair-threshold "$@" --seeds 1 > /dev/null \
+    || rc=$?
+  rm -rf "$tmp"  # also when the fill failed: the error stops the script, no folder is left
+  return "$rc"
 }
 
 synth() {  # the synthetic dataset of `cavlog synth DATA --subjects N --seed 0`, in parallel
