@@ -65,29 +65,58 @@ def folder_lock(folder: str | Path, name: str = RUN_LOCK_NAME, *, what: str = "a
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     for _ in range(3):
+        if _create_with_pid(path):
+            try:
+                yield path
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return
+        owner = _owner(path)
+        mine = owner == os.getpid()
+        if owner and pid_alive(owner) and not (mine and allow_same_process):
+            if busy is not None:
+                raise busy(owner) from None
+            raise FolderBusy(f"{folder}: {what} is already writing here (process {owner}, "
+                             f"lock {path.name}); wait for it or choose another folder")
+        # Stale (its process is gone). Remove it only if it still names that owner: another
+        # process may have taken it over since we read it.
+        if _owner(path) == owner:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    raise FolderBusy(f"{folder}: could not take the lock {name}")
+
+
+def _create_with_pid(path: Path) -> bool:
+    """Create ``path`` holding this process id, atomically; False if it exists.
+
+    The id is written to a private file first and hard-linked into place, so no other process
+    can ever read the lock empty (an empty lock would look stale and be taken over). Where the
+    file system has no hard links, an exclusive create is used instead.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (some network or FAT file systems)
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                owner = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            mine = owner == os.getpid()
-            if owner and pid_alive(owner) and not (mine and allow_same_process):
-                if busy is not None:
-                    raise busy(owner) from None
-                raise FolderBusy(f"{folder}: {what} is already writing here (process {owner}, "
-                                 f"lock {path.name}); wait for it or choose another folder"
-                                 ) from None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # stale: its process is gone
-            continue
+            return False
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        return
-    raise FolderBusy(f"{folder}: could not take the lock {name}")
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _owner(path: Path) -> int:
+    """Read the process id in a lock file: 0 when it is gone, empty or unreadable."""
+    try:
+        return int(path.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return 0
