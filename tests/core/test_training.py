@@ -57,11 +57,13 @@ def drain(gen):
 
 def test_tiny_run_reduces_loss_and_expands_attention(tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_config()
+    # 80 constrained steps: with batch statistics and lr 1e-3 the barrier phase oscillates for
+    # its first ~40 steps (where it relapses depends on the CPU's kernels), then settles.
+    cfg = tiny_config(iterations=100)
     events, result = drain(fit(cfg, disks(64), out_dir=tmp_path / "run"))
     steps = [e for e in events if e.phase in ("warmup", "constrained")]
-    assert [e.iteration for e in steps] == list(range(1, 61))
-    assert all(isinstance(e, TrainEvent) and e.total_iterations == 60 for e in steps)
+    assert [e.iteration for e in steps] == list(range(1, 101))
+    assert all(isinstance(e, TrainEvent) and e.total_iterations == 100 for e in steps)
     assert {e.phase for e in steps[:20]} == {"warmup"}
     assert {e.phase for e in steps[20:]} == {"constrained"}
     assert all(e.losses["constraint"] == 0 for e in steps[:20])
@@ -73,14 +75,14 @@ def test_tiny_run_reduces_loss_and_expands_attention(tmp_path):
     # warm-up: the VAE learns to reconstruct
     assert mean("recon", steps[15:20]) < mean("recon", steps[:5]) - 0.05
     # constrained phase: the barrier drives the loss down and the attention up
-    assert mean("loss", steps[-5:]) < 0.5 * mean("loss", steps[20:25])
-    assert mean("mean_attention", steps[-5:]) > mean("mean_attention", steps[15:20]) + 0.15
-    assert mean("mean_fc", steps[-5:]) < mean("mean_fc", steps[15:20]) - 0.15
+    assert mean("loss", steps[-10:]) < 0.5 * mean("loss", steps[20:25])
+    assert mean("mean_attention", steps[-10:]) > mean("mean_attention", steps[15:20]) + 0.15
+    assert mean("mean_fc", steps[-10:]) < mean("mean_fc", steps[15:20]) - 0.15
     assert steps[-1].mean_fc == steps[-1].losses["mean_fc"]
     assert steps[-1].lr == 1e-3 and steps[-1].images_per_s > 0
 
     assert isinstance(result, FitResult)
-    assert result.iterations == 60 and result.checkpoint_path.is_file()
+    assert result.iterations == 100 and result.checkpoint_path.is_file()
     assert 0.0 <= result.healthy_fc_satisfied <= 1.0
     keys = ["healthy_p85", "healthy_p90", "healthy_p95", "healthy_p98", "healthy_p99"]
     fpr_keys = ["healthy_fpr0.5", "healthy_fpr1", "healthy_fpr5"]
@@ -91,7 +93,7 @@ def test_tiny_run_reduces_loss_and_expands_attention(tmp_path):
     assert fpr == sorted(fpr, reverse=True) and 0 < fpr[-1] and fpr[0] <= 1
 
     lines = [json.loads(s) for s in result.history_path.read_text().splitlines()]
-    assert [ln["iteration"] for ln in lines[:60]] == list(range(1, 61))
+    assert [ln["iteration"] for ln in lines[:100]] == list(range(1, 101))
     assert lines[-1]["phase"] == "done"
     assert lines[-1]["losses"]["healthy_fc_satisfied"] == result.healthy_fc_satisfied
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
