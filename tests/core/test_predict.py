@@ -13,7 +13,12 @@ from cavlog_core._progress import drain
 from cavlog_core.checkpoint import LoadedCheckpoint, save_checkpoint
 from cavlog_core.data.io import case_from_arrays, load_case
 from cavlog_core.errors import CavlogError
-from cavlog_core.inference.predict import inference_modules, predict, predict_volume
+from cavlog_core.inference.predict import (
+    cached_inference_modules,
+    inference_modules,
+    predict,
+    predict_volume,
+)
 from cavlog_core.methods import get_method
 from helpers import CONFIG, RES, ImageIsTheMap, phantom
 
@@ -76,6 +81,31 @@ def test_batch_size_does_not_change_the_result_and_cancel_is_clean():
         next(gen)
     c = predict(loaded, case, batch_size=3, device="cpu", slices="central:3")
     assert len(c.z) == 3 and np.all(np.delete(c.anomaly, c.z, axis=2) == 0)
+
+
+def test_cached_twin_is_reused_until_the_weights_change():
+    torch.manual_seed(0)
+    method = get_method("constrained")(CONFIG)
+    modules = method.build().eval()
+    cpu = torch.device("cpu")
+    twin = cached_inference_modules(modules, cpu)
+    assert cached_inference_modules(modules, cpu) is twin
+    x = torch.rand(2, 1, RES, RES, generator=torch.Generator().manual_seed(1))
+    brain = torch.ones_like(x, dtype=torch.bool)
+    before = method.anomaly_maps(twin, x, brain)
+    # One optimizer step, as a GUI fine-tune does between previews: the twin must follow.
+    modules.train()
+    opt = torch.optim.Adam(modules.parameters(), lr=1e-2)
+    modules["model"](x).logits.mean().backward()
+    opt.step()
+    modules.eval()
+    fresh = cached_inference_modules(modules, cpu)
+    assert fresh is not twin
+    after = method.anomaly_maps(fresh, x, brain)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, method.anomaly_maps(inference_modules(modules, cpu), x, brain))
+    modules.load_state_dict({k: v.clone() for k, v in modules.state_dict().items()})
+    assert cached_inference_modules(modules, cpu) is not fresh  # copy_ bumps the versions
 
 
 def test_inference_twin_equals_the_model():

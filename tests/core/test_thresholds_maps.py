@@ -35,6 +35,17 @@ def test_erode_square_by_one_and_two():
         erode_masks(m, -1)
 
 
+@pytest.mark.parametrize("erosion", [1, 2, 3])
+def test_erode_matches_scipy_on_random_masks(erosion):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(erosion)
+    masks = ndimage.binary_opening(rng.random((3, 1, 23, 17)) > 0.3, np.ones((1, 1, 2, 2)))
+    square = np.ones((1, 1, 2 * erosion + 1, 2 * erosion + 1), bool)
+    expected = ndimage.binary_erosion(masks, square, border_value=0)
+    assert torch.equal(erode_masks(torch.from_numpy(masks), erosion), torch.from_numpy(expected))
+
+
 def test_normalize_maps_minmax_inside_eroded_brain():
     torch.manual_seed(0)
     brain = _square(10, 2, 8).repeat(2, 1, 1, 1)

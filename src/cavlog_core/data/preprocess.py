@@ -263,9 +263,10 @@ class SliceGeometry:
     def _resize(t: torch.Tensor, size: tuple[int, int], order: int, shrink: bool) -> torch.Tensor:
         """Resize ``(N, h, w)`` -> ``(N, *size)``; bool input is resized as a mask."""
         is_mask = t.dtype == torch.bool
-        # float64 on the CPU so a constant image stays exactly constant after the float32 cast
-        work = torch.float64 if t.device.type == "cpu" else torch.float32
-        x = t[:, None].to(work)
+        # float32 on every device: a constant image comes back within a few ulps (float64 made
+        # that exact on the CPU at ~4x the cost, and nothing downstream needs it: images are
+        # clipped to [0, 1], maps thresholded). No copy when the input is float32 already.
+        x = t[:, None].to(torch.float32)
         if tuple(x.shape[-2:]) != tuple(size):
             if order == 0:
                 x = F.interpolate(x, size=size, mode="nearest-exact")
@@ -275,8 +276,10 @@ class SliceGeometry:
                                   antialias=shrink)
             else:
                 raise CavlogError(f"order={order}: expected 0 (nearest) or 1 (bilinear)")
+        elif t.dtype == torch.float32:
+            x = x.clone()  # never hand back a view of the caller's array
         x = x[:, 0]
-        return x >= 0.5 if is_mask else x.float()  # masks: thresholded bilinear (or nearest)
+        return x >= 0.5 if is_mask else x  # masks: thresholded bilinear (or nearest)
 
     def _check(self, shape: tuple[int, ...], expected: tuple[int, int], what: str) -> None:
         if len(shape) != 3 or tuple(shape[1:]) != tuple(expected):
@@ -314,7 +317,8 @@ class SliceGeometry:
 
         Crops the padded square back to the resized slice and resizes it to ``(X, Y)`` with
         the same pixel-centre convention (``align_corners=False``) as :meth:`to_model`, so the
-        two are geometric inverses: constant images come back exactly, smooth ones closely.
+        two are geometric inverses: constant images come back to within a few float32 ulps, smooth
+        ones closely.
         """
         t, was_numpy = self._as_tensor(arr)
         r = self.resolution
@@ -348,6 +352,9 @@ class SliceBatch:
     lesion_voxels : (N,) int64 ndarray or None
         Lesion voxels per slice at the volume's own resolution (a tiny lesion can vanish when
         resized, so "lesion-free" is decided on this count).
+    brain_slices : (N, X, Y) bool ndarray or None
+        The brain mask of each slice at the volume's own resolution (maps brought back with
+        :meth:`SliceGeometry.to_volume` are zeroed outside it).
     """
 
     images: np.ndarray
@@ -357,18 +364,26 @@ class SliceBatch:
     geometry: SliceGeometry
     case_id: str
     lesion_voxels: np.ndarray | None = None
+    brain_slices: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
 
 
+_TORCH_GATHER = (np.dtype(np.float32), np.dtype(np.bool_), np.dtype(np.uint8), np.dtype(np.int16))
+
+
 def _slices(vol: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """``(X, Y, Z)`` volume -> ``(N, X, Y)`` stack of the axial slices ``z``."""
+    """``(X, Y, Z)`` volume -> ``(N, X, Y)`` stack of the axial slices ``z`` (a new array)."""
+    if vol.dtype in _TORCH_GATHER and vol.flags.writeable and min(vol.strides) >= 0:
+        # torch's strided gather + transpose is ~1.5x faster than numpy's on these volumes.
+        stack = torch.from_numpy(vol).permute(2, 0, 1)[torch.from_numpy(z)]
+        return stack.contiguous().numpy()
     return np.ascontiguousarray(np.moveaxis(vol[:, :, z], -1, 0))
 
 
 def prepare_slices(case: Case, cfg: PreprocessConfig | None = None,
-                   z: np.ndarray | None = None) -> SliceBatch:
+                   z: np.ndarray | None = None, *, lesion: bool = True) -> SliceBatch:
     """Normalise a case and cut it into model-ready axial slices.
 
     Parameters
@@ -378,11 +393,14 @@ def prepare_slices(case: Case, cfg: PreprocessConfig | None = None,
         Resolution, slice selection, percentiles, optional histogram reference.
     z : (N,) int array, optional
         Axial slices to use; default ``select_slices(case.brain_mask, cfg.slices)``.
+    lesion : bool
+        Also cut the ground truth when the case has one (False skips it: inference needs none).
 
     Returns
     -------
     SliceBatch
-        ``images`` (N, 1, R, R) float32 in [0, 1], ``brain`` and ``lesion`` (N, 1, R, R) bool.
+        ``images`` (N, 1, R, R) float32 in [0, 1], ``brain`` and ``lesion`` (N, 1, R, R) bool
+        (``lesion`` None without ground truth or with ``lesion=False``).
     """
     cfg = cfg or PreprocessConfig()
     brain = case.brain_mask
@@ -420,9 +438,10 @@ def prepare_slices(case: Case, cfg: PreprocessConfig | None = None,
     images_r = np.clip(geometry.to_model(images, order=1), 0.0, 1.0)
     brain_r = geometry.to_model(brain_s, order=1)
     lesion_r = voxels = None
-    if case.seg is not None:
+    if lesion and case.seg is not None:
         lesion_s = _slices(case.seg, z) > 0
         voxels = np.count_nonzero(lesion_s, axis=(1, 2)).astype(np.int64)
         lesion_r = geometry.to_model(lesion_s, order=1)[:, None]
     return SliceBatch(images=images_r[:, None], brain=brain_r[:, None], lesion=lesion_r, z=z,
-                      geometry=geometry, case_id=case.case_id, lesion_voxels=voxels)
+                      geometry=geometry, case_id=case.case_id, lesion_voxels=voxels,
+                      brain_slices=brain_s)

@@ -47,12 +47,17 @@ def erode_masks(brain: Tensor, erosion: int) -> Tensor:
     brain = brain.bool()
     if erosion == 0:
         return brain
-    # A pixel survives iff no non-brain pixel lies in its (2e+1)² window, i.e. the window mean
-    # of ~mask is exactly 0; separable average pooling is ~3x faster than a 2D max-pool on CPU.
-    k = 2 * erosion + 1
-    outside = F.pad((~brain).to(torch.float32), (erosion,) * 4, value=1.0)
-    near = F.avg_pool2d(F.avg_pool2d(outside, (k, 1), stride=1), (1, k), stride=1)
-    return near == 0
+    # Square erosion is separable: AND of the 2e+1 shifted copies along rows, then along
+    # columns. On bool tensors this is ~30x faster on the CPU than (separable) pooling of floats.
+    height, width = brain.shape[-2:]
+    padded = F.pad(brain, (erosion,) * 4, value=False)  # beyond the border counts as outside
+    rows = padded[..., :height, :].clone()
+    for i in range(1, 2 * erosion + 1):
+        rows &= padded[..., i:i + height, :]
+    inner = rows[..., :width].clone()
+    for i in range(1, 2 * erosion + 1):
+        inner &= rows[..., i:i + width]
+    return inner
 
 
 def normalize_maps(raw: Tensor, brain: Tensor, *, erosion: int) -> Tensor:
