@@ -8,12 +8,35 @@ import pytest
 from scipy import ndimage
 
 from cavlog_core.data.brainmask import compute_brain_mask, fill_holes_axial
-from cavlog_core.data.io import CaseFiles, case_from_arrays, find_cases, load_case, save_like
+from cavlog_core.data.io import (
+    CaseFiles,
+    c_order,
+    case_from_arrays,
+    find_cases,
+    load_case,
+    save_like,
+)
 from cavlog_core.errors import CavlogError
 from helpers import LPS_AFFINE, phantom, write_nifti
 
 # A permuted, flipped, anisotropic affine: array axes (i, j, k) are (A->P, S, L->R... ) etc.
 PERMUTED = np.array([[0.0, 0, -3.0, 50], [2.0, 0, 0, -20], [0, -1.5, 0, 10], [0, 0, 0, 1]])
+
+
+# ------------------------------------------------------------------------------- c_order
+@pytest.mark.parametrize(("dtype", "target"), [(np.int16, np.float32), (np.uint8, None),
+                                               (np.float32, None), (np.uint16, np.float32)])
+def test_c_order_equals_numpy_on_fortran_flipped_and_strided_views(dtype, target):
+    rng = np.random.default_rng(0)
+    vol = np.asfortranarray((rng.random((7, 6, 5)) * 100).astype(dtype))  # as nibabel returns
+    views = [vol, vol[::-1], vol[:, ::-1, ::-1], vol.transpose(2, 0, 1)[::-1], vol[::2]]
+    for view in views:
+        expected = np.ascontiguousarray(view, dtype=target)
+        got = c_order(view, target)
+        assert got.flags.c_contiguous and got.dtype == expected.dtype
+        assert np.array_equal(got, expected)
+    same = np.zeros((3, 4), np.float32)
+    assert c_order(same) is same  # already C-ordered: no copy
 
 
 # ------------------------------------------------------------------------------- find_cases
