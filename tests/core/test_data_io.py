@@ -39,6 +39,15 @@ def test_c_order_equals_numpy_on_fortran_flipped_and_strided_views(dtype, target
     assert c_order(same) is same  # already C-ordered: no copy
 
 
+def test_from_canonical_fortran_order_has_the_same_values(tmp_path, make_case):
+    case = load_case(make_case("F_001", root=tmp_path))
+    values = np.arange(np.prod(case.shape), dtype=np.float32).reshape(case.shape)
+    c, f = case.geometry.from_canonical(values), case.geometry.from_canonical(values, order="F")
+    assert c.flags.c_contiguous and f.flags.f_contiguous and np.array_equal(c, f)
+    with pytest.raises(ValueError, match="order='X'"):
+        case.geometry.from_canonical(values, order="X")
+
+
 # ------------------------------------------------------------------------------- find_cases
 def test_find_cases_layouts_sorted_and_other_modalities_ignored(tmp_path, make_case):
     root = tmp_path / "data"

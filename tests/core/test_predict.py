@@ -173,6 +173,27 @@ def test_cli_predict_writes_nifti_in_the_original_geometry(tmp_path, make_case, 
     assert a.max() > 0 and np.all(a[~case.geometry.from_canonical(case.brain_mask)] == 0)
 
 
+def test_cli_predict_folder_keeps_finished_outputs_when_a_later_case_fails(
+        tmp_path, make_case, tiny_checkpoint, capsys):
+    root = tmp_path / "data"
+    for cid in ("A_01", "B_02"):
+        make_case(cid, root=root, shape=(20, 20, 8))
+    bad = make_case("C_03", root=root, shape=(20, 20, 8))
+    flair = next(bad.glob("*_flair.nii.gz"))
+    flair.write_bytes(flair.read_bytes()[:200])  # truncated: fails to decode
+    out = tmp_path / "pred"
+    code = main(["predict", str(tiny_checkpoint), str(root), "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and "C_03" in captured.err and "\n" not in captured.err.strip()
+    # The two good cases were written completely by the background writer before the exit.
+    for cid in ("A_01", "B_02"):
+        assert cid in captured.out
+        for suffix in ("_anomaly.nii.gz", "_mask.nii.gz", "_lesions.csv"):
+            assert (out / f"{cid}{suffix}").stat().st_size > 0
+        assert nib.load(out / f"{cid}_anomaly.nii.gz").get_fdata().shape == (20, 20, 8)
+    assert not list(out.glob("C_03*")) and not list(out.glob("*.tmp*"))
+
+
 def test_cli_predict_bad_threshold_is_one_line(tmp_path, make_case, tiny_checkpoint, capsys):
     folder = make_case("C1", shape=(20, 20, 8))
     code = main(["predict", str(tiny_checkpoint), str(folder), "--out", str(tmp_path / "o"),

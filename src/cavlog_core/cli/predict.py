@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ._common import INF, add_inference_options, existing_path, output_dir, require
@@ -66,26 +67,33 @@ def run(args: argparse.Namespace) -> int:
     # The folder is created (and locked against a second predict) only once the inputs are good.
     with folder_lock(args.out, what="another cavlog predict"):
         remove_stale_temporaries(args.out)
-        # The next scan is decoded on a thread while this one is computed and written.
-        for case in iter_loaded_cases(cases):
-            _predict_case(args, case, loaded, device, threshold, label)
+        # A pipeline of three: the next scan is decoded on one thread while this one is
+        # computed, and the previous one's outputs are compressed and written on another
+        # (gzip and NIfTI coding release the GIL). Writes finish in order; a failed write
+        # raises before the next one starts, and leaving the pool waits for the one in flight
+        # (each file is written atomically, so nothing half-written is left either way).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cavlog-write") as writer:
+            pending: Future[None] | None = None
+            for case in iter_loaded_cases(cases):
+                t0 = time.perf_counter()
+                result = _infer(args, case, loaded, device)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_outputs, args, case, result, threshold, label, t0)
+            if pending is not None:
+                pending.result()
     return 0
 
 
-def _predict_case(args: argparse.Namespace, case, loaded, device, threshold: float,
-                  label: str) -> None:
+def _infer(args: argparse.Namespace, case, loaded, device):
     import warnings
 
     import numpy as np
     from tqdm import tqdm
 
     from .._progress import drain
-    from ..data.io import save_like
     from ..inference.predict import predict_volume
-    from ..lesions import find_lesions, write_lesions_csv
-    from ..maps.thresholds import mask_in_brain
 
-    t0 = time.perf_counter()
     gen = predict_volume(loaded, case, batch_size=args.batch_size, device=device,
                          precision=args.precision)
     with tqdm(desc=case.case_id, unit="slice", file=sys.stderr, dynamic_ncols=True,
@@ -101,6 +109,17 @@ def _predict_case(args: argparse.Namespace, case, loaded, device, threshold: flo
         warnings.warn(f"{case.case_id}: the anomaly map is constant inside the brain "
                       f"({float(brain_values[0]):g}); the model gives no usable map",
                       RuntimeWarning, stacklevel=1)
+    return result
+
+
+def _write_outputs(args: argparse.Namespace, case, result, threshold: float, label: str,
+                   t0: float) -> None:
+    import numpy as np
+
+    from ..data.io import save_like
+    from ..lesions import find_lesions, write_lesions_csv
+    from ..maps.thresholds import mask_in_brain
+
     mask = mask_in_brain(result.anomaly, case.brain_mask, threshold)
     out: Path = args.out
     map_path = save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")

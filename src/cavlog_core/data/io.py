@@ -173,10 +173,17 @@ class NiftiGeometry:
         """Original voxel order -> canonical RAS, as a C-contiguous array of ``dtype``."""
         return c_order(ornt.apply_orientation(array, self.transform), dtype)
 
-    def from_canonical(self, array: np.ndarray) -> np.ndarray:
-        """Canonical RAS -> original voxel order: the exact inverse of :meth:`to_canonical`."""
+    def from_canonical(self, array: np.ndarray, *, order: str = "C") -> np.ndarray:
+        """Canonical RAS -> original voxel order: the exact inverse of :meth:`to_canonical`.
+
+        ``order="F"`` returns it Fortran-ordered, the layout NIfTI stores (nibabel then writes
+        contiguous slices instead of gathering strided ones).
+        """
+        if order not in ("C", "F"):
+            raise ValueError(f"order={order!r}: expected 'C' or 'F'")
         back = ornt.ornt_transform(_RAS, ornt.io_orientation(self.affine))
-        return c_order(ornt.apply_orientation(array, back))
+        view = ornt.apply_orientation(array, back)
+        return c_order(view) if order == "C" else c_order(view.T).T
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -616,7 +623,7 @@ def save_like(array: np.ndarray, like: Case | NiftiGeometry, path: str | Path) -
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:
         array = array.astype(np.float32)
-    data = geometry.from_canonical(array)
+    data = geometry.from_canonical(array, order="F")
     header = nib.Nifti1Header() if geometry.header is None else \
         nib.Nifti1Header.from_header(geometry.header)
     header.set_data_dtype(data.dtype)
