@@ -81,6 +81,12 @@ def test_batch_size_does_not_change_the_result_and_cancel_is_clean():
         next(gen)
     c = predict(loaded, case, batch_size=3, device="cpu", slices="central:3")
     assert len(c.z) == 3 and np.all(np.delete(c.anomaly, c.z, axis=2) == 0)
+    # Scattered slices (written by index, not as a run) land where the full volume has them.
+    picked = np.flatnonzero(case.brain_mask.any(axis=(0, 1)))[[0, 2, 3, 6]]
+    d = predict(loaded, case, batch_size=2, device="cpu", slices=picked)
+    assert d.z.tolist() == picked.tolist()
+    np.testing.assert_allclose(d.anomaly[:, :, picked], a[:, :, picked], atol=1e-6)
+    assert np.all(np.delete(d.anomaly, picked, axis=2) == 0)
 
 
 def test_cached_twin_is_reused_until_the_weights_change():
