@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -234,3 +235,31 @@ def test_cli_benchmark_and_bad_input(dataset, tmp_path, capsys):
     assert "unknown method" in capsys.readouterr().err
     assert main([*args, "--eval-slices", "middle"]) == 2
     assert "middle" in capsys.readouterr().err
+
+
+def test_cli_benchmark_parallel_workers_share_the_runs(dataset, tmp_path, capsys):
+    from cavlog_core.cli import main
+    from cavlog_core.cli.benchmark import _worker_argv
+
+    out = tmp_path / "par"
+    args = ["benchmark", str(dataset), "--out", str(out), "--methods", "flair-threshold,ae",
+            "--seeds", "2", "--resolution", "64", "--width", "0.125", "--iterations", "2",
+            "--warmup-iterations", "0", "--batch-size", "4", "--slices", "brain",
+            "--eval-slices", "central:4", "--split-fractions", "0.5,0.25,0.25",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--parallel", "2", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "1 more worker process(es)" in captured.err and "4 runs" in captured.out
+    for name in ("flair-threshold", "ae"):
+        for seed in (0, 1):
+            assert (out / name / f"seed{seed}" / "result.json").is_file()
+    log = (out / "worker1.log").read_text()
+    assert "summary:" in log  # the worker ran to the end and exited 0
+    # Every run was computed once: what one process computed, the other skipped or waited for.
+    assert not list(out.rglob("running.lock"))
+    assert main([*args, "--parallel", "0"]) == 2
+    assert "--parallel 0" in capsys.readouterr().err
+
+    given = argparse.Namespace(_argv=["benchmark", "D", "--parallel", "3", "--threads=4",
+                                      "--out", "O"], threads=2)
+    assert _worker_argv(given) == ["benchmark", "D", "--out", "O", "--threads", "2"]

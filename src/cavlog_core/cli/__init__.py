@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cavlog`` console script; returns the exit status."""
     one_line_warnings("cavlog")
     args = build_parser().parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # as given (benchmark --parallel)
     from ._signals import Interrupted
 
     try:

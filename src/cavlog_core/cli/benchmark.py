@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from ..config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
-from ._common import add_device_option, existing_path, float_tuple
+from ..errors import CavlogError
+from ._common import add_device_option, existing_path, float_tuple, require
 
 PRE, MOD, TRN = PreprocessConfig(), ModelConfig(), TrainConfig()
 
@@ -74,7 +77,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--cache-dir", type=Path, default=None,
                    help="slice cache folder (default: DATA/.cavlog_cache or ~/.cache/cavlog)")
     g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is fastest on a busy machine); default torch's")
+                   help="torch CPU threads per process (1 is fastest on a busy machine); "
+                        "default torch's, or the cores shared out with --parallel")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="N processes share the runs (each takes the next run no other holds, "
+                        "through the per-run locks): small models fill one GPU this way; on "
+                        "CPUs give each a core. The others log to DIR/worker<i>.log; this one "
+                        "shows the progress of all and writes the summary. Default 1")
     return p
 
 
@@ -107,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import BenchmarkConfig, benchmark
     from ..benchmark.report import aggregate
 
+    require(args.parallel >= 1, f"--parallel {args.parallel}: must be >= 1")
+    if args.parallel > 1 and not args.summarize_only and args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.parallel)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     base = _config(args)
@@ -119,8 +131,17 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds, split_seed=args.split_seed, eval_slices=args.eval_slices,
         all_pixels=args.all_pixels, cache_dir=args.cache_dir,
         summarize_only=args.summarize_only, keep_going=args.keep_going,
-        command="cavlog " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command="cavlog " + " ".join(shlex.quote(a) for a in _argv(args)),
     )
+    workers: list[subprocess.Popen] = []
+    if args.parallel > 1 and not args.summarize_only:
+        from .._progress import drain
+        from ..benchmark.runner import prepare_data
+
+        # The slice cache is filled once here, so the workers do not all preprocess the same
+        # cases at start; they then find it, as this process's own benchmark() below does.
+        drain(prepare_data(cfg.data, base, split_seed=cfg.split_seed, cache_dir=cfg.cache_dir))
+        workers = _start_workers(args, args.parallel - 1)
     gen = benchmark(cfg)
     bar = None
     last = 0.0
@@ -148,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        failed_workers = _finish_workers(workers)
     groups = aggregate(result.results)
     print(f"{len(result.results)} runs ({sum(r.skipped for r in result.results)} skipped) of "
           f"{len(groups)} settings in {result.seconds / 60:.1f} min")
@@ -158,4 +180,51 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary: {result.summary_path}")
     for p in result.plots:
         print(f"plot: {p}")
+    if failed_workers:
+        raise CavlogError(f"{len(failed_workers)} of {args.parallel - 1} worker(s) failed: see "
+                          + ", ".join(failed_workers))
     return 0
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    return list(getattr(args, "_argv", sys.argv[1:]))
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """Return the command's arguments for a worker: no ``--parallel``, ``--threads`` given."""
+    out: list[str] = []
+    skip = False
+    for a in _argv(args):
+        if skip:
+            skip = False
+        elif a in ("--parallel", "--threads"):
+            skip = True
+        elif not a.startswith(("--parallel=", "--threads=")):
+            out.append(a)
+    return [*out, "--threads", str(args.threads)]
+
+
+def _start_workers(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "cavlog_core", *_worker_argv(args)]
+    workers = []
+    for i in range(1, n + 1):
+        with open(args.out / f"worker{i}.log", "w") as log:  # the child keeps its own handle
+            workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL))
+    print(f"{n} more worker process(es) share the runs: logs {args.out}/worker*.log",
+          file=sys.stderr)
+    return workers
+
+
+def _finish_workers(workers: list[subprocess.Popen]) -> list[str]:
+    """Wait for the workers (stopping them if this process stops early); return failed logs."""
+    if sys.exc_info()[0] is not None:  # leaving on an error or Ctrl-C: the workers stop too
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()  # SIGTERM: a run in progress is left to resume
+    failed = []
+    for i, w in enumerate(workers, start=1):
+        if w.wait() != 0:
+            failed.append(f"worker{i}.log (exit {w.returncode})")
+    return failed
