@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/speed.py [--json OUT.json] [--threads N] [--quick]
+    .venv/bin/python benchmarks/speed.py [--json OUT.json] [--threads N] [--quick] [--gpu-only]
 
 CPU (any machine): one synthetic 240x240x155 volume from an in-memory ``Case`` to the anomaly
 volume (``predict_volume``) at 224², width 1 (random weights: speed does not depend on them) and
@@ -10,8 +10,10 @@ with the demo weights (128², width 0.25), fp32 against bf16; which oneDNN convo
 bf16 path ran (from oneDNN's verbose log); the Grad-CAM at 224², width 1, eager against
 ``torch.compile`` (``bench_compile.compare``, fp32; the one-off compile time is reported too); and
 fine-tuning throughput of the demo model (iterations per second, and the projected time of the
-GUI's 300-iteration fine-tune). CUDA figures are added when a GPU is present (``--device cuda``):
-the same volume, eager fp32 against bf16, and the compiled Grad-CAM against eager in bf16. Every
+GUI's 300-iteration fine-tune); the folder mode (``cavlog predict`` on 20 volumes against an
+in-turn loop). CUDA figures are added when a GPU is present (``--gpu-only``: those alone): the
+same volume, eager fp32 against bf16 (with slices/s), and the compiled Grad-CAM against eager in
+bf16. Every
 figure is printed as ``new / baseline`` with both absolute values, and written to ``--json``.
 """
 
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from bench_compile import compare  # sibling scripts: benchmarks/ is sys.path[0]
 from bench_inference import random_checkpoint
@@ -169,6 +172,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="fewer fine-tune iterations")
+    p.add_argument("--gpu-only", action="store_true",
+                   help="only the CUDA figures (a lent GPU machine's minutes are few)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,6 +194,34 @@ def main() -> int:
     models = {"224² width 1 (random)": random_checkpoint(224, 1.0, torch.device("cpu"))}
     if DEMO.is_file():
         models["128² width 0.25 (demo)"] = load_checkpoint(DEMO)
+    if not args.gpu_only:
+        cpu_figures(args, case, models, report, out["machine"])
+    if torch.cuda.is_available():
+        n_slices = int(np.count_nonzero(case.brain_mask.any(axis=(0, 1))))
+        for label, loaded in models.items():
+            fp32 = volume_seconds(loaded, case, precision="fp32", device="cuda",
+                                  repeats=args.repeats)
+            bf16 = volume_seconds(loaded, case, precision="bf16", device="cuda",
+                                  repeats=args.repeats)
+            report(f"cuda volume {label}", bf16, fp32, "s",
+                   f"bf16 vs fp32 on the GPU; {n_slices / bf16:.0f} slices/s in bf16 "
+                   f"({n_slices} brain slices, from an in-memory Case)")
+        row = compare(resolution=224, width=1.0, slices=1024, precision="bf16",
+                      repeats=args.repeats, device="cuda")
+        report("cuda Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
+               f"torch.compile vs eager, bf16, {row['slices']} slices; first call (compiles) "
+               f"{row['first_call_s']:.1f} s, map correlation {row['corr']:.5f}")
+    elif args.gpu_only:
+        print("--gpu-only: no CUDA device here, nothing measured")
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cpu_figures(args: argparse.Namespace, case: Any, models: dict[str, LoadedCheckpoint],
+                report: Any, machine: dict[str, Any]) -> None:
+    """Measure the CPU rows: volume fp32 vs bf16, folder mode, compiled Grad-CAM, fine-tune."""
     for label, loaded in models.items():
         fp32 = volume_seconds(loaded, case, precision="fp32", device="cpu", repeats=args.repeats)
         bf16 = volume_seconds(loaded, case, precision="bf16", device="cpu", repeats=args.repeats)
@@ -214,8 +247,9 @@ def main() -> int:
     report("cpu Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
            f"torch.compile vs eager, fp32, {row['slices']} slices; first call (compiles) "
            f"{row['first_call_s']:.1f} s, map correlation {row['corr']:.5f}")
-    out["machine"]["onednn_bf16_conv"] = onednn_kernel()
-    print(f"oneDNN bf16 convolution kernel: {out['machine']['onednn_bf16_conv']}")
+    kernel = onednn_kernel()
+    machine["onednn_bf16_conv"] = kernel
+    print(f"oneDNN bf16 convolution kernel: {kernel}")
     if DEMO.is_file():
         n = 12 if args.quick else 40
         rates = {(bf16, nhwc): finetune_rate(n, "cpu", cpu_bf16=bf16, channels_last=nhwc)
@@ -228,22 +262,6 @@ def main() -> int:
             report(f"cpu fine-tune {label} channels-last", 300 / rates[bf16, True],
                    300 / rates[bf16, False], "s",
                    f"{label} NHWC (current) vs {label} NCHW (previous release), 300 iterations")
-    if torch.cuda.is_available():
-        for label, loaded in models.items():
-            fp32 = volume_seconds(loaded, case, precision="fp32", device="cuda",
-                                  repeats=args.repeats)
-            bf16 = volume_seconds(loaded, case, precision="bf16", device="cuda",
-                                  repeats=args.repeats)
-            report(f"cuda volume {label}", bf16, fp32, "s", "bf16 vs fp32 on the GPU")
-        row = compare(resolution=224, width=1.0, slices=1024, precision="bf16",
-                      repeats=args.repeats, device="cuda")
-        report("cuda Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
-               f"torch.compile vs eager, bf16, {row['slices']} slices; first call (compiles) "
-               f"{row['first_call_s']:.1f} s, map correlation {row['corr']:.5f}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":
