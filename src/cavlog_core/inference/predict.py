@@ -221,7 +221,9 @@ def cached_inference_modules(modules: nn.ModuleDict, device: torch.device) -> nn
     """:func:`inference_modules`, reused while ``modules``' weights and buffers are unchanged.
 
     Fine-tuning (an optimizer step, ``load_state_dict``) changes a tensor's version counter or
-    storage, so the next call builds a fresh twin; the stale one is dropped.
+    storage, so the next call builds a fresh twin; the stale one is dropped. Writes through
+    ``param.data`` bypass the version counter: code that edits weights that way should pass
+    ``modules=inference_modules(...)`` to :func:`iter_slice_maps` itself.
     """
     key = _state_key(modules, device)
     with _TWINS_LOCK:
