@@ -89,6 +89,22 @@ def test_batch_size_does_not_change_the_result_and_cancel_is_clean():
     assert np.all(np.delete(d.anomaly, picked, axis=2) == 0)
 
 
+def test_device_preprocessing_path_gives_the_same_volume(monkeypatch):
+    """The accelerator path (slices prepared in torch on the device), forced on the CPU."""
+    import importlib
+
+    predict_mod = importlib.import_module("cavlog_core.inference.predict")  # not the function
+    case = _case()
+    loaded = _fake_checkpoint()
+    ref = predict(loaded, case, batch_size=3, device="cpu")
+    monkeypatch.setattr(predict_mod, "_prepare_on_device", lambda device, pre: True)
+    events = list(predict_mod.predict_volume(loaded, case, batch_size=3, device="cpu"))
+    got = predict(loaded, case, batch_size=3, device="cpu")
+    assert got.z.tolist() == ref.z.tolist() and len(events) == len(ref.z)
+    np.testing.assert_allclose(got.anomaly, ref.anomaly, atol=1e-5)
+    assert np.all(got.anomaly[~case.brain_mask] == 0)
+
+
 def test_cached_twin_is_reused_until_the_weights_change():
     torch.manual_seed(0)
     method = get_method("constrained")(CONFIG)

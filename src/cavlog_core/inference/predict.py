@@ -36,6 +36,8 @@ from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import InferenceConfig, PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
+from ..data.preprocess_torch import DeviceSlices, prepare_slices_on
+from ..data.preprocess_torch import supports as supports_device_preprocessing
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import CavlogError
 from ..maps.normalize import normalize_maps
@@ -236,12 +238,15 @@ def cached_inference_modules(modules: nn.ModuleDict, device: torch.device) -> nn
     return twin
 
 
-def _to_device(arr: np.ndarray, dev: torch.device, *, channels_last: bool) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    if dev.type == "cuda":
+def _to_device(arr: np.ndarray | torch.Tensor, dev: torch.device, *,
+               channels_last: bool) -> torch.Tensor:
+    if isinstance(arr, torch.Tensor):  # DeviceSlices: already there
+        t = arr.to(dev)
+    elif dev.type == "cuda":
+        t = torch.from_numpy(np.ascontiguousarray(arr))
         t = t.pin_memory().to(dev, non_blocking=True)
     else:
-        t = t.to(dev)
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
     if channels_last:
         t = t.contiguous(memory_format=torch.channels_last)
     return t
@@ -249,7 +254,7 @@ def _to_device(arr: np.ndarray, dev: torch.device, *, channels_last: bool) -> to
 
 def iter_slice_maps(
     loaded: LoadedCheckpoint,
-    slices: SliceBatch,
+    slices: SliceBatch | DeviceSlices,
     *,
     batch_size: int = _INF.batch_size,
     device: torch.device | None = None,
@@ -262,8 +267,9 @@ def iter_slice_maps(
     ----------
     loaded : LoadedCheckpoint
         Method and modules (evaluation mode) on ``device``.
-    slices : SliceBatch
-        From :func:`~cavlog_core.data.preprocess.prepare_slices` with the checkpoint's
+    slices : SliceBatch or DeviceSlices
+        From :func:`~cavlog_core.data.preprocess.prepare_slices` (or, on an accelerator,
+        :func:`~cavlog_core.data.preprocess_torch.prepare_slices_on`) with the checkpoint's
         preprocessing (same resolution as the model).
     batch_size : int
         Slices per forward/backward pass.
@@ -312,6 +318,16 @@ def _brain_z(case: Case, spec: str | np.ndarray | None, pre: PreprocessConfig) -
     if isinstance(spec, str):
         return select_slices(case.brain_mask, spec, min_brain_fraction=pre.min_brain_fraction)
     return np.asarray(spec, dtype=np.int64).reshape(-1)
+
+
+def _prepare_on_device(device: torch.device, pre: PreprocessConfig) -> bool:
+    """Whether to prepare the slices in torch on ``device``.
+
+    Yes on accelerators, for the settings :mod:`~cavlog_core.data.preprocess_torch` implements.
+    On the CPU the numpy path stays: it is faster there (0.13 s against 0.21 s for a 240×240×155
+    volume at 224², 2 cores: numpy's partition beats a full sort for the percentiles).
+    """
+    return device.type != "cpu" and supports_device_preprocessing(pre)
 
 
 def _z_index(zs: np.ndarray) -> slice | torch.Tensor:
@@ -378,20 +394,26 @@ def predict_volume(
             f"{loaded.config.model.resolution}"
         )
     z = _brain_z(case, slices, pre)
-    batch = prepare_slices(case, pre, z, lesion=False)  # the map needs no ground truth
+    batch: SliceBatch | DeviceSlices
+    if _prepare_on_device(dev, pre):
+        batch = prepare_slices_on(case, pre, z, dev)
+        brain_s = batch.brain_slices
+    else:
+        batch = prepare_slices(case, pre, z, lesion=False)  # the map needs no ground truth
+        assert batch.brain_slices is not None  # prepare_slices always fills it
+        brain_s = torch.from_numpy(batch.brain_slices).to(dev)
     anomaly = np.zeros(case.shape, dtype=np.float32)
     # A slice-first view of the (X, Y, Z) volume: torch scatters along z faster than numpy.
     anomaly_z = torch.from_numpy(anomaly).permute(2, 0, 1)
-    assert batch.brain_slices is not None  # prepare_slices always fills it
-    brain_s = torch.from_numpy(batch.brain_slices)
     total = len(batch)
     done = 0
     resolve_precision(precision, dev)  # a bad value fails before any work
     for start, maps in iter_slice_maps(loaded, batch, batch_size=batch_size, device=dev,
                                        precision=precision):
-        vol = batch.geometry.to_volume(maps[:, 0].float(), order=1).clamp_(0.0, 1.0).cpu()
-        zs = batch.z[start:start + vol.shape[0]]
+        vol = batch.geometry.to_volume(maps[:, 0].float(), order=1).clamp_(0.0, 1.0)
         vol *= brain_s[start:start + vol.shape[0]]  # exactly 0 outside the brain
+        vol = vol.cpu()  # one transfer (and sync) per batch, not per slice
+        zs = batch.z[start:start + vol.shape[0]]
         anomaly_z[_z_index(zs)] = vol
         for i, zi in enumerate(zs):
             done += 1
