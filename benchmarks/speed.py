@@ -46,15 +46,17 @@ DEMO = REPO / "src" / "napari_cavlog" / "weights" / "demo.pt"
 
 
 def volume_seconds(loaded: LoadedCheckpoint, case: Any, *, precision: str, device: str,
-                   repeats: int) -> float:
+                   repeats: int, batch_size: int = 32) -> float:
     """Best wall time of ``predict_volume`` over ``repeats`` runs (after one warm-up)."""
-    drain(predict_volume(loaded, case, device=device, precision=precision))
+    drain(predict_volume(loaded, case, device=device, precision=precision,
+                         batch_size=batch_size))
     best = float("inf")
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         tic = time.perf_counter()
-        drain(predict_volume(loaded, case, device=device, precision=precision))
+        drain(predict_volume(loaded, case, device=device, precision=precision,
+                             batch_size=batch_size))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - tic)
@@ -206,6 +208,11 @@ def main() -> int:
             report(f"cuda volume {label}", bf16, fp32, "s",
                    f"bf16 vs fp32 on the GPU; {n_slices / bf16:.0f} slices/s in bf16 "
                    f"({n_slices} brain slices, from an in-memory Case)")
+            whole = volume_seconds(loaded, case, precision="bf16", device="cuda",
+                                   repeats=args.repeats, batch_size=n_slices)
+            report(f"cuda volume {label}, one pass", whole, bf16, "s",
+                   f"the whole volume in one batch vs batches of 32, bf16; "
+                   f"{n_slices / whole:.0f} slices/s")
         row = compare(resolution=224, width=1.0, slices=1024, precision="bf16",
                       repeats=args.repeats, device="cuda")
         report("cuda Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",
