@@ -331,3 +331,37 @@ def test_options_survive_a_checkpoint_and_old_checkpoints_get_defaults(tmp_path)
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CavlogError, match=r"bad\.pt.*mc_samples=-1: must be >= 1"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_adam_is_fused_on_the_cpu_and_continues_a_multi_tensor_state():
+    import copy
+
+    from cavlog_core.methods.base import adam
+
+    torch.manual_seed(0)
+    a, b = nn.Linear(6, 3), nn.Linear(6, 3)
+    b.load_state_dict(a.state_dict())
+    plain = torch.optim.Adam(a.parameters(), lr=1e-2)  # what older checkpoints stored
+    fused = adam(b.parameters(), lr=1e-2)
+    assert fused.param_groups[0]["fused"] is True
+    x = torch.randn(16, 6)
+
+    def step(net, opt):
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+
+    for _ in range(3):  # same update rule
+        step(a, plain)
+        step(b, fused)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+    # A multi-tensor state (as in a checkpoint of the previous release) resumes the same way.
+    resumed = adam(b.parameters(), lr=1e-2)
+    resumed.load_state_dict(copy.deepcopy(plain.state_dict()))
+    b.load_state_dict(a.state_dict())
+    step(a, plain)
+    step(b, resumed)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+    assert adam([torch.zeros(2, dtype=torch.int64)], lr=1.0).param_groups[0]["fused"] is None

@@ -16,7 +16,7 @@ from torch import nn
 
 from ...models.losses import vae_loss
 from ...models.resnet_vae import ResNetVAE
-from ..base import Batch, MethodOptions
+from ..base import Batch, MethodOptions, adam
 from ..residual import VAE
 from .nets import Discriminator
 
@@ -68,8 +68,8 @@ class AnoVAEGAN(VAE):
         """Return one Adam optimiser for the VAE and one for the discriminator."""
         lr = self.config.train.lr
         return {
-            "model": torch.optim.Adam(modules["model"].parameters(), lr=lr, betas=(0.5, 0.999)),
-            "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=lr,
+            "model": adam(modules["model"].parameters(), lr=lr, betas=(0.5, 0.999)),
+            "discriminator": adam(modules["discriminator"].parameters(), lr=lr,
                                               betas=(0.5, 0.999)),
         }
 

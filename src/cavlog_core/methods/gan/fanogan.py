@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ...errors import CavlogError
 from ...models.resnet_vae import ResNetVAE
-from ..base import Batch, MethodOptions, vae_of
+from ..base import Batch, MethodOptions, adam, vae_of
 from ..residual import ResidualMethod
 from .nets import Discriminator
 
@@ -113,9 +113,9 @@ class FAnoGAN(ResidualMethod):
         lr = self.config.train.lr
         net = vae_of(modules)
         return {
-            "generator": torch.optim.Adam(decoder_parameters(net), lr=lr, betas=(0.0, 0.9)),
-            "critic": torch.optim.Adam(modules["critic"].parameters(), lr=lr, betas=(0.0, 0.9)),
-            "encoder": torch.optim.Adam(encoder_parameters(net), lr=lr),
+            "generator": adam(decoder_parameters(net), lr=lr, betas=(0.0, 0.9)),
+            "critic": adam(modules["critic"].parameters(), lr=lr, betas=(0.0, 0.9)),
+            "encoder": adam(encoder_parameters(net), lr=lr),
         }
 
     @property
