@@ -254,7 +254,8 @@ def test_cli_benchmark_parallel_workers_share_the_runs(dataset, tmp_path, capsys
         for seed in (0, 1):
             assert (out / name / f"seed{seed}" / "result.json").is_file()
     log = (out / "worker1.log").read_text()
-    assert "summary:" in log  # the worker ran to the end and exited 0
+    assert "4 runs" in log and "summary:" not in log  # ran to the end; the summary is ours
+    assert "--parallel 2" in (out / "summary.md").read_text()
     # Every run was computed once: what one process computed, the other skipped or waited for.
     assert not list(out.rglob("running.lock"))
     assert main([*args, "--parallel", "0"]) == 2
@@ -262,4 +263,5 @@ def test_cli_benchmark_parallel_workers_share_the_runs(dataset, tmp_path, capsys
 
     given = argparse.Namespace(_argv=["benchmark", "D", "--parallel", "3", "--threads=4",
                                       "--out", "O"], threads=2)
-    assert _worker_argv(given) == ["benchmark", "D", "--out", "O", "--threads", "2"]
+    assert _worker_argv(given) == ["benchmark", "D", "--out", "O", "--threads", "2",
+                                   "--no-summary"]

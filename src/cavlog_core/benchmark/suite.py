@@ -82,6 +82,9 @@ class BenchmarkConfig:
     keep_going : bool
         A run that fails (any exception) is reported and the next one starts; by default the
         first failure stops the benchmark.
+    write_summary : bool
+        Write ``summary*.md`` and the plots at the end (False for the helper processes of
+        ``cavlog benchmark --parallel``: the main process writes them once all runs are done).
     """
 
     data: Path
@@ -97,6 +100,7 @@ class BenchmarkConfig:
     command: str | None = None
     summarize_only: bool = False
     keep_going: bool = False
+    write_summary: bool = True
 
     def __post_init__(self) -> None:
         seeds = self.seeds
@@ -131,11 +135,12 @@ class BenchmarkResult:
     """What :func:`benchmark` returns.
 
     ``failed`` maps ``label/seed<k>`` to the error (with ``keep_going``) and ``missing`` lists
-    runs without a result (``summarize_only``).
+    runs without a result (``summarize_only``); ``summary_path`` is None (and ``plots`` empty)
+    without ``write_summary``.
     """
 
     results: tuple[RunResult, ...]
-    summary_path: Path
+    summary_path: Path | None
     plots: tuple[Path, ...]
     seconds: float
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -219,6 +224,8 @@ def benchmark(cfg: BenchmarkConfig) -> Generator[BenchmarkEvent, None, Benchmark
                           + (f" ({len(failed)} failed: {next(iter(failed.values()))})"
                              if failed else ""))
 
+    if not cfg.write_summary:
+        return BenchmarkResult(tuple(results), None, (), seconds, failed, tuple(missing))
     title = "Table 1" if abl is None else f"ablation {abl.name}"
     suffix = "" if abl is None else f"_{abl.name}"
     seed0 = min(r.seed for r in results)

@@ -84,6 +84,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "through the per-run locks): small models fill one GPU this way; on "
                         "CPUs give each a core. The others log to DIR/worker<i>.log; this one "
                         "shows the progress of all and writes the summary. Default 1")
+    p.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # --parallel's
     return p
 
 
@@ -132,16 +133,13 @@ def run(args: argparse.Namespace) -> int:
         all_pixels=args.all_pixels, cache_dir=args.cache_dir,
         summarize_only=args.summarize_only, keep_going=args.keep_going,
         command="cavlog " + " ".join(shlex.quote(a) for a in _argv(args)),
+        write_summary=not args.no_summary,
     )
+    # With --parallel the helpers start once this process has validated the arguments and
+    # filled the slice cache (its first event after "prepare"), so they do not all preprocess
+    # the same cases; they take the runs this one does not hold and write no summary.
+    spawn = args.parallel > 1 and not args.summarize_only
     workers: list[subprocess.Popen] = []
-    if args.parallel > 1 and not args.summarize_only:
-        from .._progress import drain
-        from ..benchmark.runner import prepare_data
-
-        # The slice cache is filled once here, so the workers do not all preprocess the same
-        # cases at start; they then find it, as this process's own benchmark() below does.
-        drain(prepare_data(cfg.data, base, split_seed=cfg.split_seed, cache_dir=cfg.cache_dir))
-        workers = _start_workers(args, args.parallel - 1)
     gen = benchmark(cfg)
     bar = None
     last = 0.0
@@ -150,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
             ev = next(gen)
             if ev.stage == "prepare":
                 continue
+            if spawn and not workers:
+                workers = _start_workers(args, args.parallel - 1)
             if bar is None:
                 bar = tqdm(total=ev.total_runs, unit="run", desc="benchmark", dynamic_ncols=True)
             if ev.stage == "failed":
@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {name}: {why}")
     if result.missing:
         print(f"without a result: {', '.join(result.missing)}")
-    print(f"summary: {result.summary_path}")
+    if result.summary_path is not None:
+        print(f"summary: {result.summary_path}")
     for p in result.plots:
         print(f"plot: {p}")
     if failed_workers:
@@ -191,7 +192,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
-    """Return the command's arguments for a worker: no ``--parallel``, ``--threads`` given."""
+    """Return the command's arguments for a helper: no ``--parallel``, ``--threads`` given."""
     out: list[str] = []
     skip = False
     for a in _argv(args):
@@ -201,7 +202,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             skip = True
         elif not a.startswith(("--parallel=", "--threads=")):
             out.append(a)
-    return [*out, "--threads", str(args.threads)]
+    return [*out, "--threads", str(args.threads), "--no-summary"]
 
 
 def _start_workers(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
