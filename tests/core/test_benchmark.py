@@ -219,15 +219,20 @@ def test_summary_tables_mean_std():
                      "0.400 ± 0.200 | 2 |"
 
 
+def _cli_args(dataset: Path, out: Path, cache: Path, methods: str, seeds: int) -> list[str]:
+    """A tiny ``cavlog benchmark`` command line (64², width 0.125, 2 iterations, CPU)."""
+    return ["benchmark", str(dataset), "--out", str(out), "--methods", methods,
+            "--seeds", str(seeds), "--resolution", "64", "--width", "0.125", "--iterations", "2",
+            "--warmup-iterations", "0", "--batch-size", "4", "--slices", "brain",
+            "--eval-slices", "central:4", "--split-fractions", "0.5,0.25,0.25",
+            "--device", "cpu", "--cache-dir", str(cache)]
+
+
 def test_cli_benchmark_and_bad_input(dataset, tmp_path, capsys):
     from cavlog_core.cli import main
 
     out = tmp_path / "cli"
-    args = ["benchmark", str(dataset), "--out", str(out), "--methods", "flair-threshold",
-            "--seeds", "1", "--resolution", "64", "--width", "0.125", "--iterations", "2",
-            "--warmup-iterations", "0", "--batch-size", "4", "--slices", "brain",
-            "--eval-slices", "central:4", "--split-fractions", "0.5,0.25,0.25",
-            "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    args = _cli_args(dataset, out, tmp_path / "cache", "flair-threshold", 1)
     assert main(args) == 0
     assert (out / "flair-threshold" / "seed0" / "result.json").is_file()
     assert "summary:" in capsys.readouterr().out
@@ -242,11 +247,7 @@ def test_cli_benchmark_parallel_workers_share_the_runs(dataset, tmp_path, capsys
     from cavlog_core.cli.benchmark import _worker_argv
 
     out = tmp_path / "par"
-    args = ["benchmark", str(dataset), "--out", str(out), "--methods", "flair-threshold,ae",
-            "--seeds", "2", "--resolution", "64", "--width", "0.125", "--iterations", "2",
-            "--warmup-iterations", "0", "--batch-size", "4", "--slices", "brain",
-            "--eval-slices", "central:4", "--split-fractions", "0.5,0.25,0.25",
-            "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    args = _cli_args(dataset, out, tmp_path / "cache", "flair-threshold,ae", 2)
     assert main([*args, "--parallel", "2", "--threads", "1"]) == 0
     captured = capsys.readouterr()
     assert "1 more worker process(es)" in captured.err and "4 runs" in captured.out
