@@ -14,7 +14,8 @@ GUI's 300-iteration fine-tune); the folder mode (``cavlog predict`` on 20 volume
 in-turn loop). CUDA figures are added when a GPU is present (``--gpu-only``: those alone): the
 same volume, eager fp32 against bf16 (with slices/s), and the compiled Grad-CAM against eager in
 bf16. Every
-figure is printed as ``new / baseline`` with both absolute values, and written to ``--json``.
+figure is printed as ``new / baseline`` with both absolute values, and written to ``--json``;
+``benchmarks/speed_table.py OUT.json --readme README.md`` turns that file into README's table.
 """
 
 from __future__ import annotations
