@@ -44,6 +44,7 @@ __all__ = [
     "iter_loaded_cases",
     "load_case",
     "save_like",
+    "torch_view",
 ]
 
 #: File-name roles. FLAIR is ``flair`` (BraTS <= 2021) or ``t2f`` (BraTS 2023+).
@@ -62,9 +63,30 @@ _NIFTI_RE = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
 _ROLE_RE = re.compile(r"^(?P<id>.+)[_-](?P<role>[A-Za-z0-9]+)$")
 _MAX_DEPTH = 3  # root/ (HGG/) ID/ files: deep enough for every BraTS release
 _RAS = ornt.axcodes2ornt(("R", "A", "S"))
+_AFFINE_ATOL = 1e-3  # mm; BraTS seg/FLAIR affines agree to float32 precision
+#: Largest volume a header may claim (voxels): 1024 x 1024 x 256, 1 GiB as float32. A claim is
+#: checked before any voxel is read, so a tiny file with a hostile header cannot force a huge
+#: allocation; the volume must also fit in a quarter of the available memory (x 3 copies).
+MAX_VOXELS = 1 << 28
+#: Voxel sizes outside this range (mm) are suspicious (a wrong unit, a corrupt header).
+SPACING_RANGE_MM = (0.1, 10.0)
+
+
 _TORCH_DTYPES = {np.dtype(k): v for k, v in (
     (np.float32, torch.float32), (np.float64, torch.float64), (np.int16, torch.int16),
     (np.int32, torch.int32), (np.uint8, torch.uint8), (np.bool_, torch.bool))}
+
+
+def torch_view(array: np.ndarray) -> torch.Tensor | None:
+    """``torch.from_numpy(array)`` (shared memory) where torch can view it, else None.
+
+    None for dtypes torch lacks, read-only arrays (torch warns on them) and negative strides
+    (flipped views, which torch refuses): the caller then takes its numpy path.
+    """
+    if array.dtype not in _TORCH_DTYPES or not array.flags.writeable or array.ndim == 0 \
+            or min(array.strides) < 0:
+        return None
+    return torch.from_numpy(array)
 
 
 def c_order(array: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
@@ -77,21 +99,14 @@ def c_order(array: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarr
     target = np.dtype(dtype) if dtype is not None else array.dtype
     if array.flags.c_contiguous and array.dtype == target:
         return array
-    if array.dtype not in _TORCH_DTYPES or target not in _TORCH_DTYPES \
-            or not array.flags.writeable or array.ndim == 0:
-        return np.ascontiguousarray(array, dtype=target)
     flipped = tuple(i for i, step in enumerate(array.strides) if step < 0)
-    t = torch.from_numpy(np.flip(array, flipped) if flipped else array).contiguous()
+    t = torch_view(np.flip(array, flipped) if flipped else array)
+    if t is None or target not in _TORCH_DTYPES:
+        return np.ascontiguousarray(array, dtype=target)
+    t = t.contiguous()
     if flipped:
         t = t.flip(flipped)  # a C-contiguous copy of a C-contiguous tensor
     return t.to(_TORCH_DTYPES[target]).numpy()
-_AFFINE_ATOL = 1e-3  # mm; BraTS seg/FLAIR affines agree to float32 precision
-#: Largest volume a header may claim (voxels): 1024 x 1024 x 256, 1 GiB as float32. A claim is
-#: checked before any voxel is read, so a tiny file with a hostile header cannot force a huge
-#: allocation; the volume must also fit in a quarter of the available memory (x 3 copies).
-MAX_VOXELS = 1 << 28
-#: Voxel sizes outside this range (mm) are suspicious (a wrong unit, a corrupt header).
-SPACING_RANGE_MM = (0.1, 10.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,11 +473,11 @@ def _check_labels(data: np.ndarray, path: Path | str, allowed: frozenset[int]) -
     if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
         raise InputFileError(path, "non-integer label values; expected integer labels "
                              f"{sorted(allowed)}")
-    if data.dtype == np.uint8 and data.flags.writeable:
+    flat = torch_view(data.ravel(order="K")) if data.dtype == np.uint8 else None
+    if flat is not None:
         # The usual case: a histogram is ~100x faster than np.unique, torch's ~5x faster than
         # numpy's (which widens to int64 first); order="K" copies nothing for Fortran order.
-        counts = torch.bincount(torch.from_numpy(data.ravel(order="K")), minlength=256)
-        values = np.flatnonzero(counts.numpy())
+        values = np.flatnonzero(torch.bincount(flat, minlength=256).numpy())
     else:
         values = np.unique(data)
     unexpected = sorted(set(values.tolist()) - allowed)

@@ -18,10 +18,10 @@ from torch import Tensor
 
 from ..config import PreprocessConfig
 from ..errors import CavlogError
-from .io import Case
-from .preprocess import SliceGeometry
+from .io import Case, torch_view
+from .preprocess import SliceGeometry, check_slice_indices
 
-__all__ = ["DeviceSlices", "brain_percentiles", "prepare_slices_on", "supports"]
+__all__ = ["DeviceSlices", "brain_percentiles", "prepare_slices_on", "supports", "to_device"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,11 +75,21 @@ def brain_percentiles(values: Tensor, percentiles: tuple[float, float]) -> tuple
     return float(lo), float(hi)
 
 
-def _on(array: np.ndarray, device: torch.device) -> Tensor:
-    if not (array.flags.writeable and array.flags.c_contiguous):
-        array = np.ascontiguousarray(array).copy()  # torch.from_numpy wants a writeable array
-    t = torch.from_numpy(array)
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+def to_device(array: np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """Return ``array`` as a contiguous tensor on ``device`` (to CUDA: pinned, non-blocking).
+
+    A tensor already there is returned as it is; numpy arrays torch cannot view (read-only,
+    flipped, other dtypes) are copied first.
+    """
+    if isinstance(array, Tensor):
+        t = array
+    else:
+        view = torch_view(array)
+        t = view if view is not None else torch.from_numpy(np.array(array, order="C"))
+    t = t.contiguous()
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def prepare_slices_on(case: Case, cfg: PreprocessConfig, z: np.ndarray,
@@ -104,13 +114,9 @@ def prepare_slices_on(case: Case, cfg: PreprocessConfig, z: np.ndarray,
         raise CavlogError(f"normalization={cfg.normalization!r} with histogram_reference="
                           f"{cfg.histogram_reference!r}: only 'percentile' without a reference "
                           "runs on the device")
-    z = np.asarray(z, dtype=np.int64).reshape(-1)
-    depth = case.flair.shape[2]
-    if z.size and (z.min() < 0 or z.max() >= depth):
-        raise CavlogError(f"{case.case_id}: slice indices must lie in [0, {depth - 1}], got "
-                          f"{int(z.min())}..{int(z.max())}")
-    flair = _on(case.flair.astype(np.float32, copy=False), device)
-    brain = _on(case.brain_mask, device)
+    z = check_slice_indices(case, z)
+    flair = to_device(case.flair.astype(np.float32, copy=False), device)
+    brain = to_device(case.brain_mask, device)
     lo, hi = brain_percentiles(flair[brain], cfg.percentiles)
     index = torch.from_numpy(z).to(device)
     flair_s = flair.permute(2, 0, 1)[index]  # (N, X, Y): a gather, so a new tensor

@@ -36,7 +36,7 @@ from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import InferenceConfig, PreprocessConfig
 from ..data.io import Case, load_case
 from ..data.preprocess import SliceBatch, prepare_slices, select_slices
-from ..data.preprocess_torch import DeviceSlices, prepare_slices_on
+from ..data.preprocess_torch import DeviceSlices, prepare_slices_on, to_device
 from ..data.preprocess_torch import supports as supports_device_preprocessing
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import CavlogError
@@ -240,16 +240,8 @@ def cached_inference_modules(modules: nn.ModuleDict, device: torch.device) -> nn
 
 def _to_device(arr: np.ndarray | torch.Tensor, dev: torch.device, *,
                channels_last: bool) -> torch.Tensor:
-    if isinstance(arr, torch.Tensor):  # DeviceSlices: already there
-        t = arr.to(dev)
-    elif dev.type == "cuda":
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-        t = t.pin_memory().to(dev, non_blocking=True)
-    else:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
-    if channels_last:
-        t = t.contiguous(memory_format=torch.channels_last)
-    return t
+    t = to_device(arr, dev)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
 def iter_slice_maps(
