@@ -80,21 +80,18 @@ def cli_folder_seconds(checkpoint: Path, folder: Path, out: Path) -> float:
     return time.perf_counter() - tic
 
 
-def folder_seconds(loaded: LoadedCheckpoint, folder: Path, out: Path, *, prefetch: bool,
-                   device: str, precision: str) -> float:
-    """Time a plain loop over a folder: read, infer, write map + mask + lesion CSV, in turn.
-
-    ``prefetch=True`` decodes the next scan on a thread (the CLI's loop until this release).
-    """
-    out.mkdir(parents=True, exist_ok=True)
+def folder_seconds(loaded: LoadedCheckpoint, folder: Path, out: Path, *, device: str,
+                   precision: str) -> float:
+    """Time a plain loop over a folder: read, infer, write map + mask + lesion CSV, in turn."""
     import numpy as np
 
     from cavlog_core.data.io import find_cases, iter_loaded_cases, save_like
     from cavlog_core.lesions import find_lesions, write_lesions_csv
     from cavlog_core.maps import mask_in_brain
 
+    out.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
-    for case in iter_loaded_cases(find_cases(folder), prefetch=prefetch):
+    for case in iter_loaded_cases(find_cases(folder), prefetch=False):
         result = drain(predict_volume(loaded, case, device=device, precision=precision))
         mask = mask_in_brain(result.anomaly, case.brain_mask, 0.5)
         save_like(result.anomaly, case, out / f"{case.case_id}_anomaly.nii.gz")
@@ -244,8 +241,8 @@ def cpu_figures(args: argparse.Namespace, case: Any, models: dict[str, LoadedChe
                 write_subject(generate_subject(100 + k, (240, 240, 155)), folder / f"S{k:02d}",
                               f"S{k:02d}")
             demo = load_checkpoint(DEMO)
-            in_turn = folder_seconds(demo, folder, Path(tmp) / "in_turn", prefetch=False,
-                                     device="cpu", precision="auto")
+            in_turn = folder_seconds(demo, folder, Path(tmp) / "in_turn", device="cpu",
+                                     precision="auto")
             cli = cli_folder_seconds(DEMO, folder, Path(tmp) / "cli")
         report(f"cpu folder of {n} volumes (demo)", cli, in_turn, "s",
                f"cavlog predict (next scan decoded and last one written on threads) vs read, "
