@@ -12,9 +12,10 @@ bf16 path ran (from oneDNN's verbose log); the Grad-CAM at 224², width 1, eager
 fine-tuning throughput of the demo model (iterations per second, and the projected time of the
 GUI's 300-iteration fine-tune); the folder mode (``cavlog predict`` on 20 volumes against an
 in-turn loop). CUDA figures are added when a GPU is present (``--gpu-only``: those alone): the
-same volume, eager fp32 against bf16 (with slices/s), and the compiled Grad-CAM against eager in
-bf16. Every
-figure is printed as ``new / baseline`` with both absolute values, and written to ``--json``;
+same volume, eager fp32 against bf16 (with slices/s), ``fit()`` training throughput at 224²,
+width 1, batch 32 with the logs read every ``log_every`` iterations against every iteration, and
+the compiled Grad-CAM against eager in bf16. Every figure is printed as ``new / baseline`` with
+both absolute values, and written to ``--json``;
 ``benchmarks/speed_table.py OUT.json --readme README.md`` turns that file into README's table.
 """
 
@@ -166,6 +167,47 @@ def _finetune_rate(iterations: int, device: str, cpu_bf16: bool, finetune_config
         return (len(times) - 1) / (times[-1] - times[0])
 
 
+def fit_images_per_s(*, device: str, resolution: int, width: float, iterations: int,
+                     deferred: bool, slices: int = 512) -> float:
+    """Images/s of :func:`fit` training the constrained method (the attention term on).
+
+    Timed from the first iteration's event to the last one's, both of which read the logs (so
+    the device has caught up): data preparation, start-up and validation are left out.
+    ``deferred=False`` reads the logs after every iteration (the previous release on a GPU).
+    """
+    import importlib
+
+    from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+    from cavlog_core.data import SliceArrays
+    from cavlog_core.training.fit import fit
+
+    fit_module = importlib.import_module("cavlog_core.training.fit")  # the package exports fit()
+    r = resolution
+    g = np.random.default_rng(0)
+    yy, xx = np.mgrid[:r, :r]
+    brain = np.hypot(yy - r / 2, xx - r / 2) < 0.4 * r
+    images = np.where(brain, g.uniform(0.3, 0.9, (slices, 1, r, r)), 0).astype(np.float16)
+    data = SliceArrays(images, np.broadcast_to(brain, images.shape).copy(), None,
+                       np.zeros(slices, np.int64), np.arange(slices), ("bench",))
+    batch = 32
+    config = RunConfig(preprocess=PreprocessConfig(resolution=r),
+                       model=ModelConfig(resolution=r, width=width),
+                       train=TrainConfig(iterations=iterations, warmup_iterations=0,
+                                         batch_size=batch, device=device,
+                                         checkpoint_every=iterations))
+    chosen = fit_module._reads_every_iteration
+    if not deferred:
+        fit_module._reads_every_iteration = lambda _device: True  # type: ignore[assignment]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            times = [time.perf_counter() for e in fit(config, data, out_dir=Path(tmp) / "run",
+                                                      val_data=data)
+                     if e.phase == "constrained" and e.iteration in (1, iterations)]
+    finally:
+        fit_module._reads_every_iteration = chosen  # type: ignore[assignment]
+    return (iterations - 1) * batch / (times[-1] - times[0])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, default=None)
@@ -211,6 +253,12 @@ def main() -> int:
             report(f"cuda volume {label}, one pass", whole, bf16, "s",
                    f"the whole volume in one batch vs batches of 32, bf16; "
                    f"{n_slices / whole:.0f} slices/s")
+        rates = {d: fit_images_per_s(device="cuda", resolution=224, width=1.0, iterations=60,
+                                     deferred=d) for d in (False, True)}
+        report("cuda fit() 224² width 1, batch 32", 1 / rates[True], 1 / rates[False],
+               "s/image", f"logs read every log_every iterations vs every iteration; "
+               f"{rates[True]:.0f} against {rates[False]:.0f} images/s, bf16, fused Adam, "
+               "data on the GPU")
         row = compare(resolution=224, width=1.0, slices=1024, precision="bf16",
                       repeats=args.repeats, device="cuda")
         report("cuda Grad-CAM 224² compiled", row["compiled_s"], row["eager_s"], "s",

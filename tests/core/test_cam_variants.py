@@ -10,7 +10,7 @@ from cavlog_core.checkpoint import load_checkpoint, read_checkpoint, save_checkp
 from cavlog_core.cli import train as cli_train
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from cavlog_core.errors import CavlogError
-from cavlog_core.methods import Batch, get_method
+from cavlog_core.methods import Batch, get_method, read_logs
 from cavlog_core.models import ResNetVAE, constraint_penalty
 from cavlog_core.models.gradcam import (
     CAM_WEIGHTS,
@@ -198,7 +198,7 @@ def test_tiny_training_raises_mean_attention(weights):
     modules = method.build().train()
     opts = method.optimizers(modules)
     batch = Batch(x, brain)
-    logs = [method.training_step(modules, opts, batch, i) for i in range(40)]
+    logs = read_logs(method.training_step(modules, opts, batch, i) for i in range(40))
     assert all(np.isfinite(log["loss"]) for log in logs)
     assert all(log["constraint"] == 0 for log in logs[:10])
     start = np.mean([log["mean_attention"] for log in logs[8:10]])

@@ -135,8 +135,14 @@ def test_corrupt_foreign_and_unsafe_files_fail_with_one_line(tmp_path):
             assert any(p in msg for p in pattern.split("|")), msg
 
 
-def test_closing_fit_early_leaves_a_resumable_checkpoint(tmp_path):
-    """A cancelled run (generator closed after iteration k) is saved at k and resumes to the end."""
+@pytest.mark.parametrize("deferred", [False, True])
+def test_closing_fit_early_leaves_a_resumable_checkpoint(tmp_path, monkeypatch, deferred):
+    """A cancelled run (generator closed after iteration k) is saved at k and resumes to the end.
+
+    ``deferred``: the logs are read only when due (the GPU path), so iterations 2-3 are unread.
+    """
+    import importlib
+
     import numpy as np
     import torch
 
@@ -158,6 +164,9 @@ def test_closing_fit_early_leaves_a_resumable_checkpoint(tmp_path):
                        model=ModelConfig(resolution=r, width=0.125),
                        train=TrainConfig(iterations=6, warmup_iterations=2, batch_size=4,
                                          device="cpu", checkpoint_every=1000))
+    if deferred:
+        fit_module = importlib.import_module("cavlog_core.training.fit")
+        monkeypatch.setattr(fit_module, "_reads_every_iteration", lambda device: False)
     gen = fit(config, arrays, out_dir=tmp_path)
     done = 0
     for event in gen:

@@ -54,3 +54,28 @@ def test_cuda_prediction_matches_cpu(trained):
     # bf16 autocast on the GPU against fp32 on the CPU: same maps up to bf16 rounding.
     assert diff.mean() < 0.03, diff.mean()
     assert np.corrcoef(gpu.anomaly[inside], cpu.anomaly[inside])[0, 1] > 0.98
+
+
+def test_cuda_training_reads_its_logs_only_when_due(trained):
+    import json
+
+    result, _ = trained
+    lines = [json.loads(s) for s in result.history_path.read_text().splitlines()]
+    steps = [ln for ln in lines if ln["phase"] in ("warmup", "constrained")]
+    assert [ln["iteration"] for ln in steps] == [1, 10, 20]  # log_every 10, and the last
+    assert all(np.isfinite(ln["losses"]["loss"]) for ln in steps)
+
+
+def test_cuda_fused_adam_skips_a_nan_step_on_the_device():
+    from cavlog_core.methods import step_if_finite
+    from cavlog_core.methods.base import adam
+
+    p = torch.nn.Parameter(torch.ones(3, device="cuda"))
+    opt = adam([p], lr=0.1)
+    assert opt.param_groups[0]["fused"] is True
+    p.grad = torch.full_like(p, float("nan"))
+    step_if_finite(opt, torch.tensor(float("nan"), device="cuda"))
+    assert torch.equal(p.detach().cpu(), torch.ones(3))
+    p.grad = torch.ones_like(p)
+    step_if_finite(opt, torch.tensor(1.0, device="cuda"))
+    assert float(opt.state[p]["step"]) == 1 and float(p.detach()[0]) < 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import nn
 
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from cavlog_core.errors import CavlogError
-from cavlog_core.methods import Batch, get_method, list_methods
+from cavlog_core.methods import Batch, get_method, list_methods, read_logs
 from cavlog_core.methods.flair_threshold import equalize_in_mask
 from cavlog_core.methods.gan import (
     CriticOutput,
@@ -78,7 +79,7 @@ def test_method_trains_and_maps(name):
     images, brain = _phantom()
     modules.train()
     for it in range(3):  # f-anogan: iterations 0-1 are GAN steps, 2 is an encoder step
-        logs = method.training_step(modules, optimizers, Batch(images, brain), it)
+        [logs] = read_logs([method.training_step(modules, optimizers, Batch(images, brain), it)])
         assert np.isfinite(logs["loss"])
     modules.eval()
     with torch.no_grad():
@@ -106,12 +107,12 @@ def test_fanogan_phases_train_the_right_halves():
     dec = [p.detach().clone() for p in decoder_parameters(net)]
     images, brain = _phantom()
     modules.train()
-    logs = method.training_step(modules, opts, Batch(images, brain), 0)
+    [logs] = read_logs([method.training_step(modules, opts, Batch(images, brain), 0)])
     assert logs["phase"] == 1 and logs["generator"] != 0  # iteration 0: critic + generator
     assert all(torch.equal(a, b) for a, b in zip(enc, encoder_parameters(net)))
     assert not all(torch.equal(a, b) for a, b in zip(dec, decoder_parameters(net)))
     dec = [p.detach().clone() for p in decoder_parameters(net)]
-    logs = method.training_step(modules, opts, Batch(images, brain), 6)
+    [logs] = read_logs([method.training_step(modules, opts, Batch(images, brain), 6)])
     assert logs["phase"] == 2 and logs["izif"] > 0
     assert not all(torch.equal(a, b) for a, b in zip(enc, encoder_parameters(net)))
     assert all(torch.equal(a, b) for a, b in zip(dec, decoder_parameters(net)))
@@ -365,3 +366,29 @@ def test_adam_is_fused_on_the_cpu_and_continues_a_multi_tensor_state():
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
     assert adam([torch.zeros(2, dtype=torch.int64)], lr=1.0).param_groups[0]["fused"] is None
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_step_if_finite_skips_a_nan_step_and_keeps_the_state(fused):
+    from cavlog_core.methods import step_if_finite
+
+    p = nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([p], lr=0.1, fused=fused or None)
+    p.grad = torch.ones(3)
+    step_if_finite(opt, torch.tensor(2.0))
+    assert torch.allclose(p.detach(), torch.full((3,), 0.9))  # Adam's first step: lr·sign
+    moment = opt.state[p]["exp_avg"].clone()
+    p.grad = torch.full((3,), math.nan)
+    step_if_finite(opt, torch.tensor(math.inf))
+    assert torch.allclose(p.detach(), torch.full((3,), 0.9))
+    assert float(opt.state[p]["step"]) == 1 and torch.equal(opt.state[p]["exp_avg"], moment)
+    assert not hasattr(opt, "found_inf")  # GradScaler's attribute is not left behind
+    p.grad = torch.ones(3)
+    step_if_finite(opt, torch.tensor(1.0))
+    assert float(opt.state[p]["step"]) == 2 and p.detach()[0] < 0.9
+
+
+def test_read_logs_keeps_order_keys_and_plain_floats():
+    rows = [{"loss": torch.tensor(1.5), "t": 20.0}, {"loss": torch.tensor([2.5]), "phase": 2}]
+    assert read_logs(rows) == [{"loss": 1.5, "t": 20.0}, {"loss": 2.5, "phase": 2.0}]
+    assert read_logs([]) == [] and read_logs([{"loss": 0.0}]) == [{"loss": 0.0}]

@@ -1,5 +1,6 @@
 """fit(): a tiny real training run, the data-folder route, CLI train/finetune and failure modes."""
 
+import importlib
 import json
 import math
 import warnings
@@ -105,7 +106,16 @@ def test_tiny_run_reduces_loss_and_expands_attention(tmp_path):
     assert not ck.model.training
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def _read_when_due(monkeypatch):
+    """Make fit read the logs as it does on a GPU: only before log lines, checkpoints, the end."""
+    fit_module = importlib.import_module("cavlog_core.training.fit")
+    monkeypatch.setattr(fit_module, "_reads_every_iteration", lambda device: False)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, deferred):
+    if deferred:  # iteration 5 is not read on its own: found in the window read at 6
+        _read_when_due(monkeypatch)
     real = ConstrainedVAE.training_step
 
     def flaky(self, modules, optimizers, batch, iteration):
@@ -113,12 +123,58 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return {**logs, "loss": math.nan} if iteration == 4 else logs
 
     monkeypatch.setattr(ConstrainedVAE, "training_step", flaky)
-    cfg = tiny_config(iterations=8, warmup_iterations=2, batch_size=4, checkpoint_every=2)
+    cfg = tiny_config(iterations=8, warmup_iterations=2, batch_size=4, checkpoint_every=2,
+                      log_every=10)
     with pytest.raises(CavlogError, match=r"iteration 5: the loss is nan") as err:
         run_fit(cfg, disks(8), out_dir=tmp_path)
     assert "\n" not in str(err.value) and "last good checkpoint" in str(err.value)
     ck = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ck.meta["iteration"] == 4 and ck.meta["extra"]["finished"] is False
+
+
+def test_cancel_after_an_unread_nan_loss_writes_no_checkpoint(tmp_path, monkeypatch):
+    _read_when_due(monkeypatch)
+    real = ConstrainedVAE.training_step
+
+    def flaky(self, modules, optimizers, batch, iteration):
+        logs = real(self, modules, optimizers, batch, iteration)
+        return {**logs, "loss": torch.tensor(math.nan)} if iteration == 1 else logs
+
+    monkeypatch.setattr(ConstrainedVAE, "training_step", flaky)
+    cfg = tiny_config(iterations=8, warmup_iterations=2, batch_size=4, log_every=10)
+    gen = fit(cfg, disks(8), out_dir=tmp_path)
+    for event in gen:
+        if event.iteration == 3:  # iterations 2 (NaN) and 3 are not read yet
+            break
+    gen.close()
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_deferred_log_reads_give_the_same_run(tmp_path, monkeypatch):
+    """Reading the logs in windows (the GPU path) changes neither the weights nor log.jsonl."""
+    cfg = tiny_config(iterations=10, warmup_iterations=4, batch_size=4, log_every=3,
+                      checkpoint_every=4)
+    every_events, every = drain(fit(cfg, disks(8), out_dir=tmp_path / "every"))
+    _read_when_due(monkeypatch)
+    deferred_events, deferred = drain(fit(cfg, disks(8), out_dir=tmp_path / "deferred"))
+
+    def steps(events):
+        return [e for e in events if e.phase in ("warmup", "constrained")]
+
+    assert all("loss" in e.losses for e in steps(every_events))
+    # read: the first iteration, log lines (3, 6, 9), checkpoints (4, 8) and the last
+    assert [e.iteration for e in steps(deferred_events) if e.losses] == [1, 3, 4, 6, 8, 9, 10]
+    assert all(math.isnan(e.mean_fc) for e in steps(deferred_events) if not e.losses)
+
+    def history(result):
+        lines = [json.loads(s) for s in result.history_path.read_text().splitlines()]
+        return [(ln["iteration"], ln["phase"], ln["losses"]) for ln in lines]
+
+    assert history(deferred) == history(every)
+    a, b = load_checkpoint(every.checkpoint_path), load_checkpoint(deferred.checkpoint_path)
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(x, y), name
 
 
 def test_refuses_to_overwrite_and_needs_healthy_slices(tmp_path, make_case):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -330,7 +329,7 @@ def _compute(setting: Setting, seed: int, config: RunConfig, run_dir: Path, data
                   val_data=data.val)
         fit_result = yield from relay(gen, lambda e: BenchmarkEvent(
             "train", step=e.iteration, total_steps=e.total_iterations,
-            metrics={"loss": e.losses.get("loss", math.nan)}, **ev,
+            metrics={"loss": e.losses["loss"]} if "loss" in e.losses else {}, **ev,
         ) if e.phase in ("warmup", "constrained") else None)
     train_s = time.perf_counter() - t0
 

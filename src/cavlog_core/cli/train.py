@@ -212,11 +212,12 @@ def _show(bar, ev, desc: str) -> None:
             bar.reset(total=ev.total_iterations)
             bar.n = ev.iteration - 1
         bar.set_description(f"{desc} ({ev.phase})", refresh=False)
-        post = {"loss": f"{ev.losses.get('loss', float('nan')):.4g}"}
-        if "mean_fc" in ev.losses:
-            post["mean_fc"] = f"{ev.mean_fc:+.3f}"
-        post["img/s"] = f"{ev.images_per_s:.1f}"
-        bar.set_postfix(post, refresh=False)
+        if "loss" in ev.losses:  # on a GPU only every log_every-th event carries the losses
+            post = {"loss": f"{ev.losses['loss']:.4g}"}
+            if "mean_fc" in ev.losses:
+                post["mean_fc"] = f"{ev.mean_fc:+.3f}"
+            post["img/s"] = f"{ev.images_per_s:.1f}"
+            bar.set_postfix(post, refresh=False)
         bar.update(ev.iteration - bar.n)
     elif ev.phase == "validate":
         bar.set_description(f"{desc}: healthy thresholds {ev.losses['validated']:.0%}",

@@ -7,9 +7,10 @@ import importlib
 import pkgutil
 
 from ..errors import CavlogError
-from .base import Batch, Method, MethodOptions
+from .base import Batch, Logs, Method, MethodOptions, read_logs, step_if_finite
 
-__all__ = ["Batch", "Method", "MethodOptions", "get_method", "list_methods"]
+__all__ = ["Batch", "Logs", "Method", "MethodOptions", "get_method", "list_methods", "read_logs",
+           "step_if_finite"]
 
 
 @functools.cache  # the package's modules do not change while the process runs

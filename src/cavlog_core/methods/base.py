@@ -16,7 +16,7 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,44 @@ def adam(params: Iterable[Tensor], **kwargs: Any) -> torch.optim.Adam:
     fusable = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
                                    for p in params)
     return torch.optim.Adam(params, fused=True if fusable else None, **kwargs)
+
+
+#: What :meth:`Method.training_step` returns: scalar logs as Python floats or 0-d tensors. The
+#: tensors may stay on the device; :func:`read_logs` copies them to the host in one transfer.
+Logs: TypeAlias = dict[str, Tensor | float]
+
+
+def step_if_finite(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    """``optimizer.step()`` unless ``loss`` is NaN or infinite, without waiting for the device.
+
+    A fused optimiser (:func:`adam`) tests on the device: its kernel leaves the parameters, the
+    moments and the step count untouched where ``found_inf`` is 1 (the mechanism of
+    ``torch.amp.GradScaler``), so a GPU step needs no host synchronisation. Other optimisers read
+    ``loss`` on the host.
+    """
+    bad = (~torch.isfinite(loss.detach())).float()
+    if all(group.get("fused") for group in optimizer.param_groups):
+        setattr(optimizer, "found_inf", bad)  # noqa: B010 - an attribute Adam.step reads
+        try:
+            optimizer.step()
+        finally:
+            delattr(optimizer, "found_inf")
+    elif not bool(bad):
+        optimizer.step()
+
+
+def read_logs(rows: Iterable[Logs]) -> list[dict[str, float]]:
+    """Return ``rows`` with every 0-d tensor as a float: one device-to-host copy for all of them.
+
+    On a GPU each ``float(tensor)`` waits for the device; reading a window of iterations at once
+    lets the training loop run ahead of the logging.
+    """
+    rows = list(rows)
+    tensors = [v.detach().reshape(()).float() for row in rows for v in row.values()
+               if isinstance(v, Tensor)]
+    host = iter(torch.stack(tensors).tolist() if tensors else [])
+    return [{k: next(host) if isinstance(v, Tensor) else float(v) for k, v in row.items()}
+            for row in rows]
 
 
 @dataclass(frozen=True)
@@ -180,11 +218,14 @@ class Method(abc.ABC):
         optimizers: dict[str, torch.optim.Optimizer],
         batch: Batch,
         iteration: int,
-    ) -> dict[str, float]:
+    ) -> Logs:
         """Run one optimisation step (zero_grad, losses, backward, step) and return scalar logs.
 
         The returned dict has at least ``"loss"``; attention methods also report ``"mean_fc"``
-        (mean of f_c(a) over the batch) and ``"barrier_active"`` (0/1).
+        (mean of f_c(a) over the batch) and ``"barrier_active"`` (0/1). Values computed on the
+        device should stay 0-d tensors (no ``float()``, which waits for a GPU): the trainer
+        reads them every ``log_every`` iterations with :func:`read_logs`. A non-finite loss
+        should skip the step (:func:`step_if_finite`); the trainer then stops with an error.
         """
 
     @abc.abstractmethod

@@ -96,15 +96,20 @@ def wrap_ddp(modules: nn.ModuleDict, info: DistInfo, device: torch.device) -> nn
     return nn.ModuleDict(wrapped)
 
 
-def all_reduce_mean(values: dict[str, float], info: DistInfo,
-                    device: torch.device) -> dict[str, float]:
-    """Average scalar logs over ranks (one collective); identity when single-process."""
-    if not info.enabled or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+def all_reduce_mean(rows: list[dict[str, float]], info: DistInfo,
+                    device: torch.device) -> list[dict[str, float]]:
+    """Average the scalar logs of some iterations over ranks, in one collective.
+
+    Every rank passes the same iterations with the same keys; identity when single-process.
+    """
+    if not info.enabled or not rows:
+        return rows
+    keys = [sorted(row) for row in rows]
+    t = torch.tensor([row[k] for row, ks in zip(rows, keys) for k in ks], dtype=torch.float64,
+                     device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return dict(zip(keys, (t / info.world_size).tolist()))
+    mean = iter((t / info.world_size).tolist())
+    return [{k: next(mean) for k in ks} for ks in keys]
 
 
 def broadcast_buffers(modules: nn.Module, info: DistInfo) -> None:

@@ -32,9 +32,12 @@ class TrainEvent:
     losses : dict of str to float
         The method's logs for the batch (``loss``, ``recon``, ``kl``, ``constraint`` ...), averaged
         over DDP ranks; ``validate``: ``validated`` (share done); ``done``: the healthy
-        thresholds and ``healthy_fc_satisfied`` (when the method has a constraint).
+        thresholds and ``healthy_fc_satisfied`` (when the method has a constraint). Off the
+        CPU, iteration events carry them only every ``log_every`` iterations, at checkpoints
+        and at the last iteration (reading them waits for the GPU), and are empty in between.
     mean_fc : float
-        Batch mean of f_c(a) = (1 - mean(a)) - p (NaN for methods without attention).
+        Batch mean of f_c(a) = (1 - mean(a)) - p (NaN for methods without attention, and for
+        an iteration event without losses).
     barrier_active : bool
         Whether some image of the batch is in the penalty's linear / violated regime.
     images_per_s : float

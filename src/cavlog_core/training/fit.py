@@ -30,7 +30,7 @@ from ..device import autocast, cpu_bf16_units, resolve_device, warn_if_cpu_fallb
 from ..errors import CavlogError
 from ..maps.normalize import normalize_maps
 from ..maps.thresholds import healthy_fpr_thresholds, healthy_thresholds
-from ..methods import Batch, Method, get_method
+from ..methods import Batch, Logs, Method, get_method, read_logs
 from .distributed import (
     DistInfo,
     all_reduce_mean,
@@ -507,27 +507,52 @@ def _fit(
     def checkpoint_due(it: int) -> bool:  # a periodic checkpoint after iteration it + 1
         return (it + 1) % train_cfg.checkpoint_every == 0 and it + 1 < total
 
+    def log_due(it: int) -> bool:
+        return (it + 1) % train_cfg.log_every == 0 or it == start or it + 1 == total
+
+    every = _reads_every_iteration(device)
+
+    def read_due(it: int) -> bool:  # read the logs before a log line, a checkpoint or the end
+        return every or log_due(it) or checkpoint_due(it)
+
     run.open(config, resumed=payload is not None)
     try:
         lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"] if optimizers else 0.0
         saved_any = payload is not None
         ips = 0.0
         epoch_batches: tuple[int, Tensor] | None = None
+        # The logs of the iterations since the last read, still on the device, and the seconds
+        # and images they took: a GPU runs ahead until the next read (see _reads_every_iteration).
+        pending: list[tuple[int, Logs]] = []
+        busy, seen = 0.0, 0
         for it in range(start, total):
             epoch, step = divmod(it, steps_per_epoch)
             if epoch_batches is None or epoch_batches[0] != epoch:
-                epoch_batches = (epoch, _batches_for_epoch(len(train), bs, train_cfg.seed, epoch))
+                order = _batches_for_epoch(len(train), bs, train_cfg.seed, epoch)
+                epoch_batches = (epoch, order.to(train.images.device))
             rows = epoch_batches[1][step]
             tic = time.perf_counter()
-            logs = _train_step(method, train_modules, optimizers, train,
-                               rows[info.rank::info.world_size], it, train_cfg, device, info)
-            speed = len(rows) / max(time.perf_counter() - tic, 1e-9)
-            ips = speed if it == start else 0.9 * ips + 0.1 * speed
-            event = _iteration_event(logs, it, epoch, total, train_cfg, ips=ips, lr=lr,
-                                     batch=len(rows))
-            _stop_if_not_finite(event, run, saved_any)
-            if (it + 1) % train_cfg.log_every == 0 or it == start or it + 1 == total:
-                run.log(event)
+            pending.append((it, _train_step(method, train_modules, optimizers, train,
+                                            rows[info.rank::info.world_size], it, train_cfg,
+                                            device, info.rank)))
+            seen += len(rows)
+            if read_due(it):
+                read = all_reduce_mean(read_logs(logs for _, logs in pending), info, device)
+                busy += time.perf_counter() - tic  # the read waits for the device's backlog
+                speed = seen / max(busy, 1e-9)
+                ips = speed if it == start else 0.9 * ips + 0.1 * speed
+                for i, logs in zip((i for i, _ in pending), read):
+                    event = _iteration_event(logs, i, i // steps_per_epoch, total, train_cfg,
+                                             ips=ips, lr=lr, batch=len(rows))
+                    _stop_if_not_finite(event, run, saved_any)
+                    if log_due(i):
+                        run.log(event)
+                pending.clear()
+                busy, seen = 0.0, 0
+            else:
+                busy += time.perf_counter() - tic
+                event = _iteration_event({}, it, epoch, total, train_cfg, ips=ips, lr=lr,
+                                         batch=len(rows))
             # Save before yielding: a consumer that stops after event k finds checkpoint k.
             if checkpoint_due(it):
                 save(it + 1, {}, None, finished=False)
@@ -536,8 +561,11 @@ def _fit(
                 yield event
             except GeneratorExit:
                 # The consumer stopped (GUI cancel, Ctrl-C in a loop): leave a resumable
-                # checkpoint of every completed iteration, then let the generator close.
-                if not checkpoint_due(it):
+                # checkpoint of every completed iteration, then let the generator close; not
+                # if an unread iteration's loss was NaN/Inf (the last checkpoint is kept).
+                unread = read_logs(logs for _, logs in pending)
+                finite = all(math.isfinite(row.get("loss", 0.0)) for row in unread)
+                if not checkpoint_due(it) and finite:
                     save(it + 1, {}, None, finished=False)
                 raise
 
@@ -559,18 +587,27 @@ def _fit(
                      thresholds=thresholds, history_path=run.log_path)
 
 
+def _reads_every_iteration(device: torch.device) -> bool:
+    """Whether :func:`fit` reads the method's logs after every iteration, or only when due.
+
+    On the CPU reading a scalar waits for nothing, and every event then carries its losses. On
+    a GPU each read waits until the device has run everything queued, so the logs stay on the
+    device and are read in one copy before a log line (``log_every``), a checkpoint and the
+    last iteration; the events in between carry no losses.
+    """
+    return device.type == "cpu"
+
+
 def _train_step(method: Method, modules: nn.ModuleDict,
                 optimizers: dict[str, torch.optim.Optimizer], train: Any, index: Tensor,
-                it: int, cfg: TrainConfig, device: torch.device,
-                info: DistInfo) -> dict[str, float]:
-    """One optimisation step of iteration ``it`` on rows ``index``; logs averaged over ranks."""
+                it: int, cfg: TrainConfig, device: torch.device, rank: int) -> Logs:
+    """One optimisation step of iteration ``it`` on rows ``index``; the method's logs."""
     # Reseeding per iteration makes sampling noise independent of where a run resumed.
-    torch.manual_seed(_seed_for(cfg.seed, 3, it, info.rank))
+    torch.manual_seed(_seed_for(cfg.seed, 3, it, rank))
     batch = _to_device(train, index, device, channels_last=_channels_last(device))
     modules.train()
     with _autocast(device, cfg):
-        logs = method.training_step(modules, optimizers, batch, it)
-    return all_reduce_mean({k: float(v) for k, v in logs.items()}, info, device)
+        return method.training_step(modules, optimizers, batch, it)
 
 
 def _iteration_event(logs: dict[str, float], it: int, epoch: int, total: int, cfg: TrainConfig,

@@ -230,9 +230,11 @@ class FineTuneWidget(JobHost, QWidget):
             if total:
                 self.progress.setRange(0, total)
             self.progress.setValue(int(event.iteration))
-            self.plot.append(event.iteration, event.losses.get("loss"), event.mean_fc)
+            if "loss" not in event.losses:  # on a GPU only every log_every-th event has them
+                return
+            self.plot.append(event.iteration, event.losses["loss"], event.mean_fc)
             self.status.info(f"{phase}: iteration {event.iteration}/{total}, "
-                             f"loss {event.losses.get('loss', float('nan')):.4g}, "
+                             f"loss {event.losses['loss']:.4g}, "
                              f"mean f_c {event.mean_fc:.3f}, {event.images_per_s:.1f} images/s, "
                              f"{_duration(getattr(event, 'seconds_left', float('nan')))} left")
         elif phase == "validate":

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..base import Batch, Method
+from ..base import Batch, Logs, Method
 
 __all__ = ["FlairThreshold", "equalize_in_mask"]
 
@@ -80,7 +80,7 @@ class FlairThreshold(Method):
         optimizers: dict[str, torch.optim.Optimizer],
         batch: Batch,
         iteration: int,
-    ) -> dict[str, float]:
+    ) -> Logs:
         """Never called: the method is not trainable."""
         return {"loss": 0.0}
 

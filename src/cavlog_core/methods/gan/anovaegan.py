@@ -16,7 +16,7 @@ from torch import nn
 
 from ...models.losses import vae_loss
 from ...models.resnet_vae import ResNetVAE
-from ..base import Batch, MethodOptions, adam
+from ..base import Batch, Logs, MethodOptions, adam, step_if_finite
 from ..residual import VAE
 from .nets import Discriminator
 
@@ -79,11 +79,11 @@ class AnoVAEGAN(VAE):
         optimizers: dict[str, torch.optim.Optimizer],
         batch: Batch,
         iteration: int,
-    ) -> dict[str, float]:
+    ) -> Logs:
         """One discriminator step then one VAE step on the same batch.
 
-        Returns floats ``loss`` (VAE total), ``recon``, ``kl``, ``adv`` (generator BCE) and
-        ``d_loss``.
+        Returns 0-d tensors ``loss`` (VAE total), ``recon``, ``kl``, ``adv`` (generator BCE) and
+        ``d_loss``. The VAE step is skipped when its loss is not finite.
         """
         train = self.config.train
         x = batch.images
@@ -106,8 +106,6 @@ class AnoVAEGAN(VAE):
         total = terms.total + self.options.adv_weight * adv
         opt_g.zero_grad(set_to_none=True)
         total.backward()  # also fills D's grads; they are cleared before D's next step
-        loss = float(total.detach())
-        if loss == loss and abs(loss) != float("inf"):
-            opt_g.step()
-        return {"loss": loss, "recon": float(terms.recon.detach()), "kl": float(terms.kl.detach()),
-                "adv": float(adv.detach()), "d_loss": float(d_loss.detach())}
+        step_if_finite(opt_g, total)
+        return {"loss": total.detach(), "recon": terms.recon.detach(), "kl": terms.kl.detach(),
+                "adv": adv.detach(), "d_loss": d_loss.detach()}

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ...errors import CavlogError
 from ...models.resnet_vae import ResNetVAE
-from ..base import Batch, MethodOptions, adam, vae_of
+from ..base import Batch, Logs, MethodOptions, adam, vae_of
 from ..residual import ResidualMethod
 from .nets import Discriminator
 
@@ -129,11 +129,12 @@ class FAnoGAN(ResidualMethod):
         optimizers: dict[str, torch.optim.Optimizer],
         batch: Batch,
         iteration: int,
-    ) -> dict[str, float]:
+    ) -> Logs:
         """Run a WGAN-GP step (phase 1) or an izif encoder step (phase 2), by ``iteration``.
 
         Returns the same keys in both phases: ``loss`` (the phase's objective), ``critic``,
-        ``gp``, ``generator``, ``izif`` and ``phase`` (1 or 2); terms not computed are 0.
+        ``gp``, ``generator``, ``izif`` (0-d tensors, or 0.0 where not computed) and ``phase``
+        (1.0 or 2.0).
         """
         if modules["model"] is not vae_of(modules):
             # Each phase uses half of the network outside its forward(), which DDP cannot sync.
@@ -144,7 +145,7 @@ class FAnoGAN(ResidualMethod):
                               f"iteration: use --iterations instead of --epochs")
         net, critic = vae_of(modules), modules["critic"]
         x = batch.images
-        logs = dict.fromkeys(("critic", "gp", "generator", "izif"), 0.0)
+        logs: Logs = dict.fromkeys(("critic", "gp", "generator", "izif"), 0.0)
         if iteration < self.gan_iterations:
             z = torch.randn(x.shape[0], net.latent_dim, device=x.device)
             fake = torch.sigmoid(net.decode(z).float())
@@ -154,14 +155,14 @@ class FAnoGAN(ResidualMethod):
             optimizers["critic"].zero_grad(set_to_none=True)
             c_loss.backward()
             optimizers["critic"].step()
-            logs.update(critic=float(c_loss.detach()), gp=float(gp.detach()))
+            logs.update(critic=c_loss.detach(), gp=gp.detach())
             loss = logs["critic"]
             if iteration % self.options.n_critic == 0:
                 g_loss = -critic(fake).logits.mean()
                 optimizers["generator"].zero_grad(set_to_none=True)
                 g_loss.backward()
                 optimizers["generator"].step()
-                logs["generator"] = float(g_loss.detach())
+                logs["generator"] = g_loss.detach()
             return {"loss": loss, **logs, "phase": 1.0}
 
         net.up.eval()  # the generator is frozen: keep its batch-norm statistics from phase 1
@@ -173,5 +174,5 @@ class FAnoGAN(ResidualMethod):
         optimizers["encoder"].zero_grad(set_to_none=True)
         izif.backward()
         optimizers["encoder"].step()
-        logs["izif"] = float(izif.detach())
+        logs["izif"] = izif.detach()
         return {"loss": logs["izif"], **logs, "phase": 2.0}

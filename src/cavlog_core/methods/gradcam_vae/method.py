@@ -10,7 +10,6 @@ VAE whose attention is only monitored), the constrained method of Silva-Rodrígu
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import ClassVar
 
 import torch
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 from ...models.gradcam import attention, encoder_cam, upsample_cam
 from ...models.losses import size_constraint
 from ...models.resnet_vae import ResNetVAE
-from ..base import Batch, Method, vae_of
+from ..base import Batch, Logs, Method, step_if_finite, vae_of
 from .loss import (
     barrier_active_flag,
     constrained_objective,
@@ -87,15 +86,16 @@ class GradCamVAE(Method):
         optimizers: dict[str, torch.optim.Optimizer],
         batch: Batch,
         iteration: int,
-    ) -> dict[str, float]:
+    ) -> Logs:
         """One Adam step on a batch; see the class docstring for the loss.
 
-        Returns floats: ``loss``, ``recon``, ``kl``, ``constraint`` (the λ-weighted penalty, 0 in
-        warm-up), ``mean_fc`` (batch mean of f_c), ``mean_attention`` (batch mean of a),
-        ``violated`` (share of images with f_c > 0), ``barrier_active`` (1.0 when some image has
-        f_c > -1/t² for the barrier, f_c > 0 otherwise; see
-        :func:`~cavlog_core.methods.gradcam_vae.loss.barrier_active`) and ``t``. When the loss
-        is not finite no optimiser step is taken (the caller stops training).
+        Returns 0-d tensors on the batch's device: ``loss``, ``recon``, ``kl``, ``constraint``
+        (the λ-weighted penalty, 0 in warm-up), ``mean_fc`` (batch mean of f_c),
+        ``mean_attention`` (batch mean of a), ``violated`` (share of images with f_c > 0),
+        ``barrier_active`` (1.0 when some image has f_c > -1/t² for the barrier, f_c > 0
+        otherwise; see :func:`~cavlog_core.methods.gradcam_vae.loss.barrier_active`), and ``t``
+        (a float).
+        When the loss is not finite no optimiser step is taken (the caller stops training).
         """
         train = self.config.train
         x = batch.images
@@ -113,21 +113,15 @@ class GradCamVAE(Method):
         terms = constrained_objective(att, x, train=train, iteration=iteration, kind=kind)
         with no_autocast(x.device):
             terms.total.backward()
-        fc = terms.fc.float()
-        # One device-to-host copy for every logged scalar (a single sync per step on CUDA).
-        names = ("loss", "recon", "kl", "constraint", "mean_fc", "mean_attention", "violated",
-                 "barrier_active")
-        values = torch.stack([
-            terms.total.detach().float(), terms.recon.detach().float(),
-            terms.kl.detach().float(), terms.penalty.detach().float(), fc.mean(),
-            att.attention.detach().float().mean(), (fc > 0).float().mean(),
-            barrier_active_flag(fc, kind=kind, t=t),
-        ]).tolist()
-        logs = dict(zip(names, values))
-        if math.isfinite(logs["loss"]):
-            opt.step()
-        logs["t"] = t
-        return logs
+        step_if_finite(opt, terms.total)
+        fc = terms.fc.detach().float()
+        return {
+            "loss": terms.total.detach(), "recon": terms.recon.detach(),
+            "kl": terms.kl.detach(), "constraint": terms.penalty.detach(),
+            "mean_fc": fc.mean(), "mean_attention": att.attention.detach().float().mean(),
+            "violated": (fc > 0).float().mean(),
+            "barrier_active": barrier_active_flag(fc, kind=kind, t=t), "t": t,
+        }
 
     def map_from_cam(self, cam: Tensor) -> Tensor:
         """Anomaly score from the raw up-sampled Grad-CAM (identity: high attention = anomaly)."""

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...maps.normalize import erode_masks
 from ...models.losses import vae_loss
 from ...models.resnet_vae import ResNetVAE, VAEOutput
-from ..base import Batch, Method, vae_of
+from ..base import Batch, Logs, Method, step_if_finite, vae_of
 from .nets import DeterministicResNetVAE
 
 __all__ = ["AE", "VAE", "ResidualMethod", "residual_map"]
@@ -70,10 +70,11 @@ class ResidualMethod(Method):
         optimizers: dict[str, torch.optim.Optimizer],
         batch: Batch,
         iteration: int,
-    ) -> dict[str, float]:
+    ) -> Logs:
         """One Adam step on recon (+ β·KL for the variational variants).
 
-        Returns floats ``loss``, ``recon`` and ``kl`` (KL is reported, but weighted 0, for AEs).
+        Returns 0-d tensors ``loss``, ``recon`` and ``kl`` (KL is reported, but weighted 0, for
+        AEs). No step is taken when the loss is not finite.
         """
         train = self.config.train
         x = batch.images
@@ -83,10 +84,9 @@ class ResidualMethod(Method):
         out: VAEOutput = modules["model"](x_in)  # train mode: z sampled (VAE) or μ (AE)
         terms = vae_loss(out, x, recon=train.recon, beta=train.beta if self.variational else 0.0)
         terms.total.backward()
-        loss = float(terms.total.detach())
-        if loss == loss and abs(loss) != float("inf"):
-            opt.step()
-        return {"loss": loss, "recon": float(terms.recon.detach()), "kl": float(terms.kl.detach())}
+        step_if_finite(opt, terms.total)
+        return {"loss": terms.total.detach(), "recon": terms.recon.detach(),
+                "kl": terms.kl.detach()}
 
     def training_input(self, batch: Batch) -> Tensor:
         """Return what the network sees in training (the loss compares with ``batch.images``)."""
