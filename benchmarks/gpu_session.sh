@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device session on a lent GPU machine (no network there): nibabel travels as a wheel in .whl/.
 # Trains the demo weights, measures training throughput, runs the CUDA tests and benchmarks/speed.py.
-# Outputs go to $OUT. The timeouts add up to ~550 s: one call of the device tool (600 s at most).
+# Outputs go to $OUT. The timeouts add up to ~580 s: one call of the device tool (600 s at most;
+# what is under $OUT comes back even if the last step is cut).
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -23,3 +24,6 @@ timeout 150 python3 -m cavlog_core benchmark /tmp/synth --out /tmp/t1 --methods 
   --parallel 7 --keep-going 2>&1 | tr '\r' '\n' | grep -v "run/s\|it/s" | tail -20
 echo "Table 1 subset wall: $(( $(date +%s) - start )) s"
 cp /tmp/t1/summary.md "$OUT/table1_subset.md" 2>/dev/null
+# Last, as it may not fit the call: does torch.compile pay for training on the GPU?
+timeout 40 python3 benchmarks/bench_compile_train.py --device cuda --resolution 224 --width 1 \
+  --precisions bf16 --iterations 10 --json "$OUT/compile_train.json" 2>&1 | grep "^cuda"

@@ -540,7 +540,8 @@ def _fit(
                 read = all_reduce_mean(read_logs(logs for _, logs in pending), info, device)
                 busy += time.perf_counter() - tic  # the read waits for the device's backlog
                 speed = seen / max(busy, 1e-9)
-                ips = speed if it == start else 0.9 * ips + 0.1 * speed
+                keep = 0.9 ** len(pending)  # the same smoothing per iteration, however many read
+                ips = speed if it == start else keep * ips + (1 - keep) * speed
                 for i, logs in zip((i for i, _ in pending), read):
                     event = _iteration_event(logs, i, i // steps_per_epoch, total, train_cfg,
                                              ips=ips, lr=lr, batch=len(rows))
