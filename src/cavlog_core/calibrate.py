@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._progress import drain, relay
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from .config import InferenceConfig
 from .data import find_cases, iter_loaded_cases, iter_slice_arrays, lesion_free_slices
 from .device import resolve_device
@@ -59,6 +59,8 @@ class CalibrationResult:
         Share of those slices with f_c(a) <= 0 (methods with a constraint).
     min_lesion_ml : float or None
         The healthy-data minimum lesion volume (None without an FPR 5 % threshold).
+    map_flips : int
+        The test-time flips of the map the thresholds are for (``ModelConfig.map_flips``).
     """
 
     checkpoint_path: Path
@@ -67,6 +69,7 @@ class CalibrationResult:
     slices: int
     healthy_fc_satisfied: float | None
     min_lesion_ml: float | None = None
+    map_flips: int = 1
 
 
 def calibrate(
@@ -78,6 +81,7 @@ def calibrate(
     device: str = "auto",
     batch_size: int = _INF.batch_size,
     cache_dir: str | Path | None = None,
+    map_flips: int | None = None,
 ) -> Generator[TrainEvent, None, CalibrationResult]:
     """Recompute a checkpoint's healthy thresholds on the lesion-free slices of ``data``.
 
@@ -94,6 +98,9 @@ def calibrate(
         ``"brain"`` (every brain slice, as fine-tuning) or ``"central:N"``.
     device, batch_size, cache_dir
         Where to run, slices per pass, slice cache.
+    map_flips : {1, 2, 4}, optional
+        New test-time flips of the map (``ModelConfig.map_flips``), written to the new
+        checkpoint with thresholds calibrated for them; default: the checkpoint's.
 
     Yields
     ------
@@ -109,6 +116,8 @@ def calibrate(
     if out.resolve() == Path(checkpoint).resolve():
         raise CavlogError(f"{out}: the output must be a new file, not the checkpoint itself")
     loaded = load_checkpoint(checkpoint)
+    if map_flips is not None and map_flips != loaded.config.model.map_flips:
+        loaded = _with_map_flips(loaded, map_flips)
     dev = resolve_device(device)
     config = dataclasses.replace(
         loaded.config,
@@ -140,7 +149,19 @@ def calibrate(
         total_iterations=int(loaded.meta.get("total_iterations") or 0),
         thresholds=thresholds, healthy_fc_satisfied=share, extra=extra)
     return CalibrationResult(path, dict(thresholds), dict(loaded.thresholds), len(healthy), share,
-                             min_ml)
+                             min_ml, loaded.config.model.map_flips)
+
+
+def _with_map_flips(loaded: LoadedCheckpoint, map_flips: int) -> LoadedCheckpoint:
+    """Return ``loaded`` with its method and configuration set to ``map_flips`` flips."""
+    config = loaded.config
+    try:
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, map_flips=map_flips))
+    except ValueError as err:
+        raise CavlogError(f"--map-flips: {err}") from None
+    method = type(loaded.method)(config)
+    return dataclasses.replace(loaded, method=method, config=method.config)
 
 
 def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,

@@ -26,6 +26,9 @@ RECONS: tuple[str, ...] = ("bce", "l2", "ssim")
 #: ``ModelConfig.cam_weights``: how the attention is formed from the CAM-stage activations
 #: (:mod:`cavlog_core.models.gradcam` explains each).
 CAM_WEIGHTS = ("gradient", "gradient-running-bn", "gradient-frozen-bn", "mean")
+#: ``ModelConfig.map_flips``: 1 pass (the paper), the mean with the left-right mirror, or the
+#: mean over the four flips of the slice (both in-plane axes).
+MAP_FLIPS = (1, 2, 4)
 #: ``PreprocessConfig.normalization``: robust brain percentiles, or the authors' code (per-volume
 #: maximum, then per-slice histogram matching to a healthy reference slice).
 NORMALIZATIONS = ("percentile", "max-histogram")
@@ -135,6 +138,13 @@ class ModelConfig:
     #: statistics, i.e. the map used at inference), "gradient-frozen-bn" (the later BatchNorms'
     #: batch statistics held constant) or "mean" (channel mean of A, as the authors' code).
     cam_weights: str = "gradient"
+    #: Test-time flips of the anomaly map (every method): the map is the mean of the maps of the
+    #: slice and of its flips, each flipped back: 1 (one pass, the paper), 2 (and its
+    #: left-right mirror) or 4 (all four flips of the two in-plane axes), at 1x, 2x, 4x the cost.
+    #: A layer-1 Grad-CAM responds to edges of one orientation, so one pass lights one side of a
+    #: lesion; the flips light all of it (README, "Flip-averaged maps"). Stored with the model
+    #: because the healthy thresholds are calibrated on the map it defines.
+    map_flips: int = 1
 
     def __post_init__(self) -> None:
         _check(
@@ -150,6 +160,8 @@ class ModelConfig:
             self.cam_weights in CAM_WEIGHTS,
             f"cam_weights={self.cam_weights!r}: expected one of {', '.join(CAM_WEIGHTS)}",
         )
+        _check(self.map_flips in MAP_FLIPS,
+               f"map_flips={self.map_flips!r}: expected one of {', '.join(map(str, MAP_FLIPS))}")
 
 
 @dataclass(frozen=True)

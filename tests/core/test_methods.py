@@ -14,7 +14,7 @@ from torch import nn
 
 from cavlog_core.config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from cavlog_core.errors import CavlogError
-from cavlog_core.methods import Batch, get_method, list_methods, read_logs
+from cavlog_core.methods import Batch, Method, get_method, list_methods, read_logs
 from cavlog_core.methods.flair_threshold import equalize_in_mask
 from cavlog_core.methods.gan import (
     CriticOutput,
@@ -392,3 +392,74 @@ def test_read_logs_keeps_order_keys_and_plain_floats():
     rows = [{"loss": torch.tensor(1.5), "t": 20.0}, {"loss": torch.tensor([2.5]), "phase": 2}]
     assert read_logs(rows) == [{"loss": 1.5, "t": 20.0}, {"loss": 2.5, "phase": 2.0}]
     assert read_logs([]) == [] and read_logs([{"loss": 0.0}]) == [{"loss": 0.0}]
+
+
+class _RampMap(Method):
+    """Test double: the map is the x coordinate (a ramp along dim -2), f_c the corner pixel."""
+
+    description = "test double"
+
+    def build(self):
+        return nn.ModuleDict({"model": nn.Identity()})
+
+    def training_step(self, modules, optimizers, batch, iteration):  # pragma: no cover
+        raise NotImplementedError
+
+    def anomaly_maps(self, modules, images, brain):
+        ramp = torch.arange(images.shape[-2], dtype=torch.float32)[:, None]
+        return (ramp + 10 * images).expand_as(images).clone()
+
+    def raw_maps_and_fc(self, modules, images, brain):
+        return self.anomaly_maps(modules, images, brain), images[:, 0, 0, 0].clone()
+
+
+@pytest.mark.parametrize("flips", [1, 2, 4])
+def test_map_flips_average_the_maps_of_the_flipped_slices(flips):
+    cfg = RunConfig(preprocess=PreprocessConfig(resolution=32),
+                    model=ModelConfig(resolution=32, map_flips=flips))
+    method = _RampMap(cfg)
+    images = torch.zeros(2, 1, 4, 4)
+    images[0, 0, 0, 3] = 1.0  # one bright pixel, top right
+    brain = torch.ones_like(images, dtype=torch.bool)
+    maps, fc = method.maps_and_fc(method.build(), images, brain)
+    # By hand: the ramp 0..3 along x; flipping x and back gives 3..0, so with the mirror the
+    # ramp averages to 1.5 everywhere; the bright pixel's +10 stays where it was.
+    ramp = torch.arange(4.0)[:, None].expand(4, 4)
+    expected = ramp if flips == 1 else torch.full((4, 4), 1.5)
+    torch.testing.assert_close(maps[1, 0], expected)
+    torch.testing.assert_close(maps[0, 0] - maps[1, 0], 10 * images[0, 0])
+    torch.testing.assert_close(fc, torch.tensor([0.0, 0.0]))  # the unflipped slices' corner
+    torch.testing.assert_close(method.maps(method.build(), images, brain), maps)
+
+
+def test_map_flips_leave_a_flip_equivariant_map_unchanged_and_refuse_other_counts():
+    images, brain = _phantom()
+    one = get_method("flair-threshold")(_config("flair-threshold"))
+    cfg = _config("flair-threshold")
+    four = get_method("flair-threshold")(dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, map_flips=4)))
+    torch.testing.assert_close(four.maps(four.build(), images, brain),
+                               one.anomaly_maps(one.build(), images, brain))
+    with pytest.raises(CavlogError, match="map_flips=3: expected one of 1, 2, 4"):
+        ModelConfig(map_flips=3)
+
+
+def test_map_flips_option_of_train_and_benchmark_and_old_checkpoints():
+    from cavlog_core.cli import benchmark as cli_benchmark
+    from cavlog_core.cli import train as cli_train
+
+    parser = argparse.ArgumentParser()
+    subs = parser.add_subparsers()
+    cli_train.add_parser(subs)
+    cli_benchmark.add_parser(subs)
+    base = ["train", ".", "--out", "x", "--resolution", "64"]
+    assert cli_train.config_from_args(parser.parse_args(base)).model.map_flips == 1
+    args = parser.parse_args([*base, "--map-flips", "4"])
+    assert cli_train.config_from_args(args).model.map_flips == 4
+    bench = parser.parse_args(["benchmark", ".", "--out", "b", "--map-flips", "2"])
+    assert cli_benchmark._config(bench).model.map_flips == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--map-flips", "3"])
+    old = _config("vae").to_dict()
+    del old["model"]["map_flips"]  # a checkpoint written before the option: one pass
+    assert RunConfig.from_dict(old).model.map_flips == 1

@@ -154,7 +154,7 @@ def test_encoder_cam_and_anomaly_maps_match_full_forward():
     with torch.inference_mode():
         xi = x.clone()  # an inference tensor
         torch.testing.assert_close(method.anomaly_maps(modules, xi, xi > 0.5), maps)
-    joint, fc = method.anomaly_maps_and_fc(modules, x, x > 0.5)
+    joint, fc = method.raw_maps_and_fc(modules, x, x > 0.5)
     torch.testing.assert_close(joint, maps)
     torch.testing.assert_close(fc, size_constraint(torch.sigmoid(ref), cfg.train.p))
 

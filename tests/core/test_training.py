@@ -300,6 +300,35 @@ def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
     assert share == pytest.approx(0.01, abs=0.002)
 
 
+def test_calibrate_can_change_the_map_flips(tmp_path, capsys):
+    """--map-flips 4: the new checkpoint makes flip-averaged maps, with thresholds for them."""
+    import dataclasses
+
+    from cavlog_core._progress import drain
+    from cavlog_core.data import find_cases, iter_slice_arrays
+    from cavlog_core.maps.normalize import normalize_maps
+    from napari_fixtures import make_tiny_checkpoint, write_synthetic_cases
+
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    assert load_checkpoint(ckpt).config.model.map_flips == 1
+    healthy = tmp_path / "healthy"
+    write_synthetic_cases(healthy, (31, 32), shape=(64, 64, 24), healthy=True)
+    out = tmp_path / "flips4.pt"
+    assert cli.main(["calibrate", str(ckpt), str(healthy), "--out", str(out), "--device", "cpu",
+                     "--map-flips", "4"]) == 0
+    assert "map flips: 4" in capsys.readouterr().out
+    new = load_checkpoint(out)
+    assert new.config.model.map_flips == new.method.config.model.map_flips == 4
+    pre = dataclasses.replace(new.config.preprocess, slices="brain")
+    arrays = drain(iter_slice_arrays(find_cases(healthy), pre, healthy_only=True))
+    images, brain = torch.from_numpy(arrays.images).float(), torch.from_numpy(arrays.brain).bool()
+    keep = brain.flatten(1).any(dim=1)
+    maps = normalize_maps(new.method.maps(new.modules, images[keep], brain[keep]).float(),
+                          brain[keep], erosion=new.config.preprocess.mask_erosion)
+    share = float((maps[brain[keep]] >= new.thresholds["healthy_fpr1"]).float().mean())
+    assert share == pytest.approx(0.01, abs=0.002)
+
+
 def test_cpu_bf16_autocast_only_when_asked_and_supported(monkeypatch):
     import importlib
 

@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..config import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+from ..config import MAP_FLIPS, ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from ..errors import CavlogError
 from ._common import add_device_option, existing_path, float_tuple, require
 
@@ -52,6 +52,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"channel multiplier; default {MOD.width}")
     g.add_argument("--latent-dim", type=int, default=MOD.latent_dim,
                    help=f"size of z; default {MOD.latent_dim}")
+    g.add_argument("--map-flips", type=int, choices=MAP_FLIPS, default=MOD.map_flips,
+                   help="test-time flips of every method's map (1: one pass, the paper; 2: "
+                        f"with the left-right mirror; 4: all four flips); default {MOD.map_flips}")
     g.add_argument("--iterations", type=int, default=TRN.iterations,
                    help=f"training batches per run (the shared budget); default {TRN.iterations}")
     g.add_argument("--warmup-iterations", type=int, default=TRN.warmup_iterations,
@@ -102,7 +105,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         preprocess=PreprocessConfig(resolution=args.resolution, slices=args.slices),
         model=ModelConfig(resolution=args.resolution, width=args.width,
-                          latent_dim=args.latent_dim),
+                          latent_dim=args.latent_dim, map_flips=args.map_flips),
         train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
                           batch_size=args.batch_size, lr=args.lr, device=args.device,
                           split_fractions=tuple(args.split_fractions), amp=not args.no_amp),

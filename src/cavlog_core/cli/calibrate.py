@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import MAP_FLIPS
 from ._common import TRN, add_device_option, existing_path, output_file, require
 
 
@@ -28,6 +29,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--slices", default="brain",
                    help="'brain' (every brain slice, default) or 'central:N'")
     p.add_argument("--cache-dir", type=Path, default=None, help="slice cache folder")
+    p.add_argument("--map-flips", type=int, choices=MAP_FLIPS, default=None,
+                   help="change the test-time flips of the map (1, 2 or 4; see `cavlog train "
+                        "--help`) and calibrate the thresholds for it; default: the "
+                        "checkpoint's")
     add_device_option(p)
     p.add_argument("--batch-size", type=int, default=TRN.batch_size,
                    help=f"slices per network pass; default {TRN.batch_size}")
@@ -52,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = drain(calibrate(args.checkpoint, args.healthy_dir, out=args.out,
                                  slices=args.slices, device=str(device),
-                                 batch_size=args.batch_size, cache_dir=args.cache_dir),
+                                 batch_size=args.batch_size, cache_dir=args.cache_dir,
+                                 map_flips=args.map_flips),
                        lambda ev: show(bar, ev, "calibrate"))
     finally:
         bar.close()
-    print(f"{result.slices} lesion-free slices of {args.healthy_dir}")
+    print(f"{result.slices} lesion-free slices of {args.healthy_dir}; map flips: "
+          f"{result.map_flips}")
     print("| threshold | before | after |\n|---|---|---|")
     for key, value in result.thresholds.items():
         before = result.previous.get(key)

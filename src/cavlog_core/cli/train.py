@@ -12,6 +12,7 @@ from typing import Any
 from ..config import (
     CAM_WEIGHTS,
     CONSTRAINTS,
+    MAP_FLIPS,
     NORMALIZATIONS,
     RECONS,
     ModelConfig,
@@ -71,6 +72,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "(the later BatchNorms' batch statistics held constant) or mean (channel "
                         f"mean of the activations, as the authors' code); default "
                         f"{MOD.cam_weights}")
+    g.add_argument("--map-flips", type=int, choices=MAP_FLIPS, default=MOD.map_flips,
+                   help="test-time flips of the map: 1 (one pass, the paper), 2 (mean with the "
+                        "left-right mirror) or 4 (mean over the four flips; a layer-1 Grad-CAM "
+                        "lights one side of a lesion, the flips all of it); 1x, 2x, 4x the "
+                        f"inference time; default {MOD.map_flips}")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=PRE.normalization,
                    help="intensity normalisation: percentile (brain p1-p99 to [0, 1]) or "
                         "max-histogram (the authors' code: per-volume maximum, then per-slice "
@@ -132,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=ModelConfig(resolution=args.resolution, width=args.width,
                           latent_dim=args.latent_dim, cam_stage=args.cam_stage,
                           dropout=args.dropout,
-                          cam_weights=args.cam_weights),
+                          cam_weights=args.cam_weights, map_flips=args.map_flips),
         train=TrainConfig(
             method=args.method, iterations=args.iterations, epochs=args.epochs,
             warmup_iterations=args.warmup_iterations, batch_size=args.batch_size, lr=args.lr,

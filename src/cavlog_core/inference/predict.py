@@ -297,7 +297,7 @@ def iter_slice_maps(
         brain = _to_device(slices.brain[start:stop], dev, channels_last=False)
         # Under bf16 the Grad-CAM's backward runs in bf16 too; maps are normalised in fp32.
         with autocast(dev, resolve_precision(precision, dev)):
-            raw = loaded.method.anomaly_maps(twin, images, brain)
+            raw = loaded.method.maps(twin, images, brain)
         maps = normalize_maps(raw.float(), brain, erosion=erosion)
         yield start, maps
 

@@ -80,6 +80,17 @@ def read_logs(rows: Iterable[Logs]) -> list[dict[str, float]]:
             for row in rows]
 
 
+#: The flips of ``ModelConfig.map_flips``, as the in-plane tensor dimensions each one reverses:
+#: -2 is x (left-right in the canonical RAS orientation), -1 is y (anterior-posterior).
+FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {
+    1: ((),), 2: ((), (-2,)), 4: ((), (-2,), (-1,), (-2, -1)),
+}
+
+
+def _flipped(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return x.flip(dims) if dims else x
+
+
 @dataclass(frozen=True)
 class Batch:
     """One training batch on the target device.
@@ -232,5 +243,41 @@ class Method(abc.ABC):
     def anomaly_maps(self, modules: nn.ModuleDict, images: Tensor, brain: Tensor) -> Tensor:
         """Raw anomaly maps ``(B, 1, R, R)``, higher = more anomalous, for ``(B, 1, R, R)`` inputs.
 
-        Normalisation inside the brain and thresholding happen in :mod:`cavlog_core.inference`.
+        One pass; :meth:`maps` adds the test-time flips. Normalisation inside the brain and
+        thresholding happen in :mod:`cavlog_core.inference`.
         """
+
+    def raw_maps_and_fc(self, modules: nn.ModuleDict, images: Tensor,
+                        brain: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`anomaly_maps` and the ``(B,)`` constraint values f_c, or None without one."""
+        return self.anomaly_maps(modules, images, brain), None
+
+    def maps_and_fc(self, modules: nn.ModuleDict, images: Tensor,
+                    brain: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Return the raw maps used for inference and thresholds, and f_c of the slices.
+
+        The mean of :meth:`anomaly_maps` over the ``ModelConfig.map_flips`` flips of each
+        slice, each map flipped back; all flips go through the network as one batch.
+
+        Returns
+        -------
+        maps : (B, 1, R, R) Tensor
+        fc : (B,) Tensor or None
+            :meth:`raw_maps_and_fc`'s constraint values of the unflipped slices.
+        """
+        flips = FLIPS[self.config.model.map_flips]
+        if len(flips) == 1:
+            return self.raw_maps_and_fc(modules, images, brain)
+        n = images.shape[0]
+        stack = torch.cat([_flipped(images, f) for f in flips])
+        if images.is_contiguous(memory_format=torch.channels_last):
+            stack = stack.contiguous(memory_format=torch.channels_last)
+        raw, fc = self.raw_maps_and_fc(modules, stack,
+                                       torch.cat([_flipped(brain, f) for f in flips]))
+        maps = torch.stack([_flipped(raw[k * n:(k + 1) * n].float(), f)
+                            for k, f in enumerate(flips)]).mean(dim=0)
+        return maps, None if fc is None else fc[:n]
+
+    def maps(self, modules: nn.ModuleDict, images: Tensor, brain: Tensor) -> Tensor:
+        """Raw ``(B, 1, R, R)`` maps with the test-time flips; see :meth:`maps_and_fc`."""
+        return self.maps_and_fc(modules, images, brain)[0]

@@ -216,7 +216,6 @@ def _validate(
     if n == 0:
         return None, {}
     bs = config.train.batch_size
-    joint = getattr(method, "anomaly_maps_and_fc", None)
     sums: dict[str, float] = {}
     pooled: list[Tensor] = []  # healthy brain pixels, for the false-positive-rate thresholds
     # Keep at most ~20 M pooled values: a fixed subsampling stride, the same for every batch.
@@ -228,10 +227,7 @@ def _validate(
         batch = _to_device(slices, index, device,
                            channels_last=_channels_last(device))
         with _autocast(device, config.train):
-            if joint is not None:
-                raw, fc = joint(modules, batch.images, batch.brain)
-            else:
-                raw, fc = method.anomaly_maps(modules, batch.images, batch.brain), None
+            raw, fc = method.maps_and_fc(modules, batch.images, batch.brain)
         maps = normalize_maps(raw.float(), batch.brain, erosion=config.preprocess.mask_erosion)
         # healthy_thresholds averages per-image percentiles: weighting batch means by their
         # sizes gives exactly the mean over all slices.

@@ -127,8 +127,8 @@ class GradCamVAE(Method):
         """Anomaly score from the raw up-sampled Grad-CAM (identity: high attention = anomaly)."""
         return cam
 
-    def anomaly_maps_and_fc(self, modules: nn.ModuleDict, images: Tensor,
-                            brain: Tensor) -> tuple[Tensor, Tensor]:
+    def raw_maps_and_fc(self, modules: nn.ModuleDict, images: Tensor,
+                        brain: Tensor) -> tuple[Tensor, Tensor | None]:
         """:meth:`anomaly_maps` and the ``(B,)`` constraint values f_c(σ(cam)) from one pass.
 
         Used by :func:`~cavlog_core.training.fit` after training to report the share of healthy
