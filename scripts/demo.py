@@ -29,7 +29,7 @@ from tqdm import tqdm
 from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, SynthConfig, TrainConfig
 from cavlog_core._progress import drain
 from cavlog_core.checkpoint import load_checkpoint
-from cavlog_core.config import LESION_PRESETS
+from cavlog_core.config import LESION_PRESETS, MAP_FLIPS
 from cavlog_core.data import find_cases, load_case, select_slices, split_cases
 from cavlog_core.errors import one_line_warnings
 from cavlog_core.evaluate import evaluate
@@ -53,9 +53,14 @@ def parse_args() -> argparse.Namespace:
     # (constrained 1200 / 200 / 100 iterations: AUPRC 0.175 / 0.39 / 0.51; docs/benchmark.md).
     p.add_argument("--warmup-iterations", type=int, default=500)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (weights, batches, noise, and the patient split)")
     p.add_argument("--device", default="auto")
     p.add_argument("--cam-weights", default="gradient-running-bn",
                    help="attention variant (README, 'Results'); 'gradient' is the paper as written")
+    p.add_argument("--map-flips", type=int, default=4, choices=MAP_FLIPS,
+                   help="test-time flips of the map (README, 'Flip-averaged maps'); 1 is the "
+                        "paper's single pass")
     p.add_argument("--lesions", default=SynthConfig().lesions, choices=LESION_PRESETS,
                    help="synthetic disease (default glioma)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs")
@@ -82,15 +87,16 @@ def train(args: argparse.Namespace) -> Path:
     config = RunConfig(
         preprocess=PreprocessConfig(resolution=args.resolution, slices="brain"),
         model=ModelConfig(resolution=args.resolution, width=args.width,
-                          cam_weights=args.cam_weights),
+                          cam_weights=args.cam_weights, map_flips=args.map_flips),
         train=TrainConfig(iterations=args.iterations, warmup_iterations=args.warmup_iterations,
                           lr=args.lr, device=args.device, split_fractions=(0.7, 0.1, 0.2),
-                          checkpoint_every=500),
+                          checkpoint_every=500, seed=args.seed),
     )
     if args.run.exists():
         shutil.rmtree(args.run)
     print(f"[2/4] training the constrained VAE ({args.resolution}², width {args.width}, "
-          f"cam_weights {args.cam_weights}, {args.iterations} iterations, device {args.device})")
+          f"cam_weights {args.cam_weights}, map flips {args.map_flips}, {args.iterations} "
+          f"iterations, device {args.device})")
     bars: dict[str, tqdm] = {}
 
     def show(event) -> None:
