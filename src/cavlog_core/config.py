@@ -141,9 +141,9 @@ class ModelConfig:
     #: Test-time flips of the anomaly map (every method): the map is the mean of the maps of the
     #: slice and of its flips, each flipped back: 1 (one pass, the paper), 2 (and its
     #: left-right mirror) or 4 (all four flips of the two in-plane axes), at 1x, 2x, 4x the cost.
-    #: A layer-1 Grad-CAM responds to edges of one orientation, so one pass lights one side of a
-    #: lesion; the flips light all of it (README, "Flip-averaged maps"). Stored with the model
-    #: because the healthy thresholds are calibrated on the map it defines.
+    #: One Grad-CAM pass lights a lesion displaced towards one side of the image, each flip
+    #: towards another; their mean is centred on it (README, "Flip-averaged maps"). Stored with
+    #: the model because the healthy thresholds are calibrated on the map it defines.
     map_flips: int = 1
 
     def __post_init__(self) -> None:

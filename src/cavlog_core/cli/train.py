@@ -74,8 +74,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         f"{MOD.cam_weights}")
     g.add_argument("--map-flips", type=int, choices=MAP_FLIPS, default=MOD.map_flips,
                    help="test-time flips of the map: 1 (one pass, the paper), 2 (mean with the "
-                        "left-right mirror) or 4 (mean over the four flips; a layer-1 Grad-CAM "
-                        "lights one side of a lesion, the flips all of it); 1x, 2x, 4x the "
+                        "left-right mirror) or 4 (mean over the four flips: one Grad-CAM pass "
+                        "lights a lesion off-centre, the flips' mean centres it); 1x, 2x, 4x the "
                         f"inference time; default {MOD.map_flips}")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=PRE.normalization,
                    help="intensity normalisation: percentile (brain p1-p99 to [0, 1]) or "
