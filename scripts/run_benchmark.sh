@@ -27,7 +27,9 @@
 # interruption and finished runs are skipped. The data are the `glioma` preset (LESIONS=ms for the
 # other); training uses the paper's 10 central lesion-free slices (SLICES=brain for every brain
 # slice). Knobs: SUBJECTS, SHAPE, LESIONS, SLICES, SEEDS, RES, WIDTH, ITERS, WARMUP, METHODS,
-# WORKERS, CPU_WORKERS, ABLATIONS, DEVICE, WORKER_TIMEOUT, PYTHON.
+# WORKERS, CPU_WORKERS, ABLATIONS, DEVICE, WORKER_TIMEOUT, PYTHON, FLIPS (the test-time flips of
+# every map, --map-flips: 1, the paper's single pass, by default; another value gets its own
+# folders, e.g. WORK/quick-flips4).
 set -euo pipefail
 
 MODE=${1:-cpu}
@@ -37,7 +39,8 @@ SUBJECTS=${SUBJECTS:-40}
 SHAPE=${SHAPE:-240,240,155}
 LESIONS=${LESIONS:-glioma}
 DATA="$WORK/synth$SUBJECTS-$LESIONS"
-SHARED=(--split-fractions 0.7,0.1,0.2 --slices "${SLICES:-central:10}" --eval-slices central:10
+SHARED=(--map-flips "${FLIPS:-1}"
+        --split-fractions 0.7,0.1,0.2 --slices "${SLICES:-central:10}" --eval-slices central:10
         --lr 3e-4 --batch-size 32 --cache-dir "$WORK/cache")
 
 cavlog() { "$PY" -m cavlog_core "$@"; }
@@ -45,6 +48,9 @@ cavlog() { "$PY" -m cavlog_core "$@"; }
 # The quick mode's folder (RES=128 writes to quick-128: a folder holds one configuration's runs).
 QUICK="$WORK/quick"
 [ "${RES:-64}" = 64 ] || QUICK="$WORK/quick-$RES"
+FSUF=""  # the folder suffix of another FLIPS
+[ "${FLIPS:-1}" = 1 ] || FSUF="-flips$FLIPS"
+QUICK="$QUICK$FSUF"
 
 bench() {  # `cavlog benchmark "$@"`, as CPU_WORKERS one-thread workers when that is > 1
   local n=${CPU_WORKERS:-1} i rc=0 pids=() args=() a skip=0
@@ -116,11 +122,11 @@ cpu|ablations)
   synth
   C=(--seeds "${SEEDS:-3}" --resolution "${RES:-64}" --width "${WIDTH:-0.25}" --iterations "${ITERS:-300}"
      --warmup-iterations "${WARMUP:-100}" "${SHARED[@]}" --device "${DEVICE:-cpu}" --threads 1)
-  OUT="$WORK/cpu"
+  OUT="$WORK/cpu$FSUF"
   # n-by-z: the paper's N slices x z table, the latent ablation with 1 and 30 central training
   # slices too (N = 10 is the latent ablation; each N trains its own default model, in OUT-slicesN).
-  ABL=(healthy-percentile cam-weights image-vs-pixel cam-stage lambda t recon barrier-vs-l2 p-by-t
-       latent n-by-z)
+  ABL=(healthy-percentile cam-weights map-flips image-vs-pixel cam-stage lambda t recon barrier-vs-l2
+       p-by-t latent n-by-z)
   if [ "$MODE" = ablations ]; then
     OUT="$QUICK"  # next to the quick mode's runs, whose constrained runs are the default model
     [ -z "${ABLATIONS:-}" ] || read -ra ABL <<< "$ABLATIONS"
@@ -141,7 +147,7 @@ cpu|ablations)
   ;;
 gpu)
   synth
-  OUT="$WORK/gpu"
+  OUT="$WORK/gpu$FSUF"
   G=(--resolution "${RES:-128}" --width "${WIDTH:-0.5}" --iterations "${ITERS:-1000}"
      --warmup-iterations "${WARMUP:-200}" "${SHARED[@]}" --device "${DEVICE:-cuda}"
      --threads 1 --keep-going)

@@ -63,7 +63,8 @@ def test_settings_cover_table_1_and_the_ablations():
     with pytest.raises(CavlogError, match="twice"):
         method_settings("vae,vae")
     assert set(ABLATIONS) == {"barrier-vs-l2", "image-vs-pixel", "lambda", "cam-stage", "t",
-                              "recon", "healthy-percentile", "cam-weights", "latent", "p-by-t"}
+                              "recon", "healthy-percentile", "cam-weights", "latent", "p-by-t",
+                              "map-flips"}
     bl2 = ablation("barrier-vs-l2").settings
     assert len(bl2) == 14 and {s.group for s in bl2} == {"barrier", "l2"}
     assert sorted({s.value for s in bl2}) == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]

@@ -261,12 +261,9 @@ def test_cli_train_on_a_folder_then_finetune(tmp_path, make_case, monkeypatch, c
 
 def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
     """``healthy_fpr1`` after calibration flags 1 % of the healthy brain pixels it was set on."""
-    import dataclasses
 
     from cavlog_core._progress import drain
     from cavlog_core.calibrate import calibrate
-    from cavlog_core.data import find_cases, iter_slice_arrays
-    from cavlog_core.maps.normalize import normalize_maps
     from napari_fixtures import make_tiny_checkpoint, write_synthetic_cases
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
@@ -290,23 +287,28 @@ def test_calibrate_recomputes_thresholds_with_the_same_weights(tmp_path):
     for a, b in zip(new.modules.state_dict().values(), old.modules.state_dict().values()):
         assert torch.equal(a, b)
     # The promise: the fraction of healthy brain pixels at or above healthy_fpr1 is 1 %.
-    pre = dataclasses.replace(new.config.preprocess, slices="brain")
-    arrays = drain(iter_slice_arrays(find_cases(healthy), pre, healthy_only=True))
-    images, brain = torch.from_numpy(arrays.images).float(), torch.from_numpy(arrays.brain).bool()
-    keep = brain.flatten(1).any(dim=1)
-    maps = normalize_maps(new.method.anomaly_maps(new.modules, images[keep], brain[keep]).float(),
-                          brain[keep], erosion=new.config.preprocess.mask_erosion)
-    share = float((maps[brain[keep]] >= result.thresholds["healthy_fpr1"]).float().mean())
-    assert share == pytest.approx(0.01, abs=0.002)
+    assert _healthy_share_at(new, healthy, "healthy_fpr1") == pytest.approx(0.01, abs=0.002)
 
 
-def test_calibrate_can_change_the_map_flips(tmp_path, capsys):
-    """--map-flips 4: the new checkpoint makes flip-averaged maps, with thresholds for them."""
+def _healthy_share_at(loaded, healthy, key: str) -> float:
+    """Share of the brain pixels of ``healthy``'s lesion-free slices at or above ``key``."""
     import dataclasses
 
     from cavlog_core._progress import drain
     from cavlog_core.data import find_cases, iter_slice_arrays
     from cavlog_core.maps.normalize import normalize_maps
+
+    pre = dataclasses.replace(loaded.config.preprocess, slices="brain")
+    arrays = drain(iter_slice_arrays(find_cases(healthy), pre, healthy_only=True))
+    images, brain = torch.from_numpy(arrays.images).float(), torch.from_numpy(arrays.brain).bool()
+    keep = brain.flatten(1).any(dim=1)
+    maps = normalize_maps(loaded.method.maps(loaded.modules, images[keep], brain[keep]).float(),
+                          brain[keep], erosion=loaded.config.preprocess.mask_erosion)
+    return float((maps[brain[keep]] >= loaded.thresholds[key]).float().mean())
+
+
+def test_calibrate_can_change_the_map_flips(tmp_path, capsys):
+    """--map-flips 4: the new checkpoint makes flip-averaged maps, with thresholds for them."""
     from napari_fixtures import make_tiny_checkpoint, write_synthetic_cases
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
@@ -319,14 +321,7 @@ def test_calibrate_can_change_the_map_flips(tmp_path, capsys):
     assert "map flips: 4" in capsys.readouterr().out
     new = load_checkpoint(out)
     assert new.config.model.map_flips == new.method.config.model.map_flips == 4
-    pre = dataclasses.replace(new.config.preprocess, slices="brain")
-    arrays = drain(iter_slice_arrays(find_cases(healthy), pre, healthy_only=True))
-    images, brain = torch.from_numpy(arrays.images).float(), torch.from_numpy(arrays.brain).bool()
-    keep = brain.flatten(1).any(dim=1)
-    maps = normalize_maps(new.method.maps(new.modules, images[keep], brain[keep]).float(),
-                          brain[keep], erosion=new.config.preprocess.mask_erosion)
-    share = float((maps[brain[keep]] >= new.thresholds["healthy_fpr1"]).float().mean())
-    assert share == pytest.approx(0.01, abs=0.002)
+    assert _healthy_share_at(new, healthy, "healthy_fpr1") == pytest.approx(0.01, abs=0.002)
 
 
 def test_cpu_bf16_autocast_only_when_asked_and_supported(monkeypatch):

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import CAM_WEIGHTS, RunConfig
+from ..config import CAM_WEIGHTS, MAP_FLIPS, RunConfig
 from ..errors import CavlogError
 from ..methods import list_methods
 
@@ -140,6 +140,13 @@ def _build_ablations() -> dict[str, Ablation]:
                  "gradient-running-bn = trained through the running statistics it is shown with)",
                  tuple(Setting(f"cam-weights-{w}", c, model={"cam_weights": w},
                                axis="cam_weights", value=w) for w in CAM_WEIGHTS)),
+        # The flips change only the map (and so the thresholds): each value trains the same
+        # weights again (the same seed), so its runs compare maps of identical models.
+        Ablation("map-flips",
+                 "test-time flips of the map: 1 = one pass (the paper), 2 = with the left-right "
+                 "mirror, 4 = the mean over all four flips",
+                 tuple(Setting(f"map-flips-{f}", c, model={"map_flips": f}, axis="map_flips",
+                               value=f) for f in MAP_FLIPS)),
         Ablation(HEALTHY_PERCENTILE_ABLATION,
                  "healthy-only threshold percentile p85-p99 (evaluation only: one trained model)",
                  (Setting("constrained", c),), evaluation_only=True),
