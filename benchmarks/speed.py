@@ -65,17 +65,6 @@ def volume_seconds(loaded: LoadedCheckpoint, case: Any, *, precision: str, devic
     return best
 
 
-def with_map_flips(loaded: LoadedCheckpoint, flips: int) -> LoadedCheckpoint:
-    """``loaded`` making its maps with ``flips`` test-time flips (``ModelConfig.map_flips``)."""
-    import dataclasses
-
-    config = loaded.config
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                   map_flips=flips))
-    method = type(loaded.method)(config)
-    return dataclasses.replace(loaded, method=method, config=method.config)
-
-
 def cli_folder_seconds(checkpoint: Path, folder: Path, out: Path) -> float:
     """``cavlog predict CHECKPOINT FOLDER --out OUT`` in this process (its output discarded)."""
     import contextlib
@@ -292,7 +281,7 @@ def cpu_figures(args: argparse.Namespace, case: Any, models: dict[str, LoadedChe
         report(f"cpu volume {label}", bf16, fp32, "s", "bf16 vs fp32, one 240x240x155 volume")
         if loaded.config.model.map_flips > 1:
             flips = loaded.config.model.map_flips
-            one = volume_seconds(with_map_flips(loaded, 1), case, precision="bf16",
+            one = volume_seconds(loaded.with_map_flips(1), case, precision="bf16",
                                  device="cpu", repeats=args.repeats)
             report(f"cpu volume {label}, {flips} flips", bf16, one, "s",
                    f"bf16, the mean over {flips} flips (its map) vs one pass (the previous "

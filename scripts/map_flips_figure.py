@@ -11,7 +11,6 @@ outline, the map of each of the four flipped passes (flipped back), and their me
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import matplotlib
@@ -30,17 +29,9 @@ NAMES = {(): "as given", (-2,): "left-right flip", (-1,): "front-back flip",
          (-2, -1): "both flips"}
 
 
-def _with_flips(loaded: LoadedCheckpoint, flips: int) -> LoadedCheckpoint:
-    """``loaded`` making its maps with ``flips`` test-time flips."""
-    config = dataclasses.replace(loaded.config,
-                                 model=dataclasses.replace(loaded.config.model, map_flips=flips))
-    method = type(loaded.method)(config)
-    return dataclasses.replace(loaded, method=method, config=method.config)
-
-
 def _one_flip(loaded: LoadedCheckpoint, dims: tuple[int, ...]) -> LoadedCheckpoint:
     """``loaded`` whose map is the one pass of the slice flipped along ``dims``, flipped back."""
-    loaded = _with_flips(loaded, 1)
+    loaded = loaded.with_map_flips(1)
     method = loaded.method
     base = method.raw_maps_and_fc  # what Method.maps runs for each batch
 
@@ -80,7 +71,7 @@ def main() -> int:
         raise SystemExit(f"{args.data}: no case with a lesion")
     _, case, z, passes = best
     lesion = case.seg > 0
-    mean = predict(_with_flips(loaded, 4), case, slices=np.array([z]),
+    mean = predict(loaded.with_map_flips(4), case, slices=np.array([z]),
                    precision="fp32").anomaly[..., z]
     panels = [("FLAIR, lesion outlined", case.flair[..., z])]
     panels += [(f"one pass: {NAMES[d]}", m) for d, m in passes.items()]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._progress import drain, relay
-from .checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import InferenceConfig
 from .data import find_cases, iter_loaded_cases, iter_slice_arrays, lesion_free_slices
 from .device import resolve_device
@@ -117,7 +117,7 @@ def calibrate(
         raise CavlogError(f"{out}: the output must be a new file, not the checkpoint itself")
     loaded = load_checkpoint(checkpoint)
     if map_flips is not None and map_flips != loaded.config.model.map_flips:
-        loaded = _with_map_flips(loaded, map_flips)
+        loaded = loaded.with_map_flips(map_flips)
     dev = resolve_device(device)
     config = dataclasses.replace(
         loaded.config,
@@ -150,18 +150,6 @@ def calibrate(
         thresholds=thresholds, healthy_fc_satisfied=share, extra=extra)
     return CalibrationResult(path, dict(thresholds), dict(loaded.thresholds), len(healthy), share,
                              min_ml, loaded.config.model.map_flips)
-
-
-def _with_map_flips(loaded: LoadedCheckpoint, map_flips: int) -> LoadedCheckpoint:
-    """Return ``loaded`` with its method and configuration set to ``map_flips`` flips."""
-    config = loaded.config
-    try:
-        config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, map_flips=map_flips))
-    except ValueError as err:
-        raise CavlogError(f"--map-flips: {err}") from None
-    method = type(loaded.method)(config)
-    return dataclasses.replace(loaded, method=method, config=method.config)
 
 
 def _min_lesion_volume(loaded: Any, cases: list, threshold: float, device: Any,

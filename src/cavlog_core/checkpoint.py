@@ -6,6 +6,7 @@ Everything stored is a tensor or a plain Python value, so files load with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import warnings
@@ -299,6 +300,20 @@ class LoadedCheckpoint:
     def model(self) -> nn.Module:
         """The network used at inference (``modules["model"]``)."""
         return self.modules["model"]
+
+    def with_map_flips(self, map_flips: int) -> LoadedCheckpoint:
+        """Return this checkpoint making its maps with ``map_flips`` test-time flips.
+
+        Same modules; the method and configuration get ``ModelConfig.map_flips``. The stored
+        healthy thresholds were calibrated for the checkpoint's own flips: recalibrate
+        (:func:`cavlog_core.calibrate.calibrate`) before thresholding another map.
+        """
+        try:
+            model = dataclasses.replace(self.config.model, map_flips=map_flips)
+        except CavlogError as err:
+            raise CavlogError(f"map flips: {err}") from None
+        method = type(self.method)(dataclasses.replace(self.config, model=model))
+        return dataclasses.replace(self, method=method, config=method.config)
 
 
 def config_from_payload(path: str | Path, payload: Mapping[str, Any]) -> RunConfig:

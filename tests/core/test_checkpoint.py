@@ -180,3 +180,16 @@ def test_closing_fit_early_leaves_a_resumable_checkpoint(tmp_path, monkeypatch, 
     result = drain(fit(config, arrays, out_dir=tmp_path, resume=True))
     assert result.iterations == 6
     assert read_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 6
+
+
+def test_with_map_flips_changes_the_map_not_the_weights(tmp_path):
+    from cavlog_core.errors import CavlogError
+    from napari_fixtures import make_tiny_checkpoint
+
+    loaded = load_checkpoint(make_tiny_checkpoint(tmp_path / "tiny.pt"))
+    two = loaded.with_map_flips(2)
+    assert two.config.model.map_flips == two.method.config.model.map_flips == 2
+    assert loaded.config.model.map_flips == 1 and two.modules is loaded.modules
+    assert two.thresholds == loaded.thresholds
+    with pytest.raises(CavlogError, match="map_flips=3"):
+        loaded.with_map_flips(3)
