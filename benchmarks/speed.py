@@ -22,6 +22,8 @@ both absolute values, and written to ``--json``;
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import platform
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -67,7 +70,6 @@ def volume_seconds(loaded: LoadedCheckpoint, case: Any, *, precision: str, devic
 
 def cli_folder_seconds(checkpoint: Path, folder: Path, out: Path) -> float:
     """``cavlog predict CHECKPOINT FOLDER --out OUT`` in this process (its output discarded)."""
-    import contextlib
     import io
 
     from cavlog_core.cli import main as cli_main
@@ -84,8 +86,6 @@ def cli_folder_seconds(checkpoint: Path, folder: Path, out: Path) -> float:
 def folder_seconds(loaded: LoadedCheckpoint, folder: Path, out: Path, *, device: str,
                    precision: str) -> float:
     """Time a plain loop over a folder: read, infer, write map + mask + lesion CSV, in turn."""
-    import numpy as np
-
     from cavlog_core.data.io import find_cases, iter_loaded_cases, save_like
     from cavlog_core.lesions import find_lesions, write_lesions_csv
     from cavlog_core.maps import mask_in_brain
@@ -134,19 +134,19 @@ def finetune_rate(iterations: int, device: str, *, cpu_bf16: bool,
     ``channels_last`` forces the memory format (``None``: what training chooses, channels-last),
     to measure the previous NCHW path beside the current one.
     """
-    import importlib
-
     from cavlog_core.training.fit import finetune_config, fit
 
-    fit_module = importlib.import_module("cavlog_core.training.fit")  # the package exports fit()
-
-    chosen = fit_module._channels_last
-    if channels_last is not None:
-        fit_module._channels_last = lambda *_: channels_last  # type: ignore[assignment]
-    try:
+    forced = None if channels_last is None else (lambda *_: channels_last)
+    with _fit_module_with("_channels_last", forced):
         return _finetune_rate(iterations, device, cpu_bf16, finetune_config, fit)
-    finally:
-        fit_module._channels_last = chosen  # type: ignore[assignment]
+
+
+def _fit_module_with(name: str, value: Any) -> contextlib.AbstractContextManager:
+    """Context: ``cavlog_core.training.fit.<name>`` replaced by ``value`` (None: left as is)."""
+    if value is None:
+        return contextlib.nullcontext()
+    fit_module = importlib.import_module("cavlog_core.training.fit")  # the package exports fit()
+    return mock.patch.object(fit_module, name, value)
 
 
 def _finetune_rate(iterations: int, device: str, cpu_bf16: bool, finetune_config: Any,
@@ -175,13 +175,10 @@ def fit_images_per_s(*, device: str, resolution: int, width: float, iterations: 
     the device has caught up): data preparation, start-up and validation are left out.
     ``deferred=False`` reads the logs after every iteration (the previous release on a GPU).
     """
-    import importlib
-
     from cavlog_core import ModelConfig, PreprocessConfig, RunConfig, TrainConfig
     from cavlog_core.data import SliceArrays
     from cavlog_core.training.fit import fit
 
-    fit_module = importlib.import_module("cavlog_core.training.fit")  # the package exports fit()
     r = resolution
     g = np.random.default_rng(0)
     yy, xx = np.mgrid[:r, :r]
@@ -195,16 +192,11 @@ def fit_images_per_s(*, device: str, resolution: int, width: float, iterations: 
                        train=TrainConfig(iterations=iterations, warmup_iterations=0,
                                          batch_size=batch, device=device,
                                          checkpoint_every=iterations))
-    chosen = fit_module._reads_every_iteration
-    if not deferred:
-        fit_module._reads_every_iteration = lambda _device: True  # type: ignore[assignment]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            times = [time.perf_counter() for e in fit(config, data, out_dir=Path(tmp) / "run",
-                                                      val_data=data)
-                     if e.phase == "constrained" and e.iteration in (1, iterations)]
-    finally:
-        fit_module._reads_every_iteration = chosen  # type: ignore[assignment]
+    every = None if deferred else (lambda _device: True)
+    with _fit_module_with("_reads_every_iteration", every), tempfile.TemporaryDirectory() as tmp:
+        times = [time.perf_counter() for e in fit(config, data, out_dir=Path(tmp) / "run",
+                                                  val_data=data)
+                 if e.phase == "constrained" and e.iteration in (1, iterations)]
     return (iterations - 1) * batch / (times[-1] - times[0])
 
 

@@ -308,10 +308,7 @@ class LoadedCheckpoint:
         healthy thresholds were calibrated for the checkpoint's own flips: recalibrate
         (:func:`cavlog_core.calibrate.calibrate`) before thresholding another map.
         """
-        try:
-            model = dataclasses.replace(self.config.model, map_flips=map_flips)
-        except CavlogError as err:
-            raise CavlogError(f"map flips: {err}") from None
+        model = dataclasses.replace(self.config.model, map_flips=map_flips)  # validated there
         method = type(self.method)(dataclasses.replace(self.config, model=model))
         return dataclasses.replace(self, method=method, config=method.config)
 
